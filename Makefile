@@ -1,0 +1,37 @@
+# Single entry point. `make book` builds the book, `make test` runs every test; both set up first.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+# CPU torch: on these machines torch==2.13.0 is a local CPU wheel. On a CUDA machine use
+#   make TORCH_SPEC=torch setup
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(BIN)/python -m pip --disable-pip-version-check -qq
+
+.PHONY: setup book test unit nbval clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[book,test]"
+	$(BIN)/python -c "import torch, jieba, snownlp, jupyter_book, nbval, sphinx_exercise, sphinxcontrib.mermaid"
+	bash scripts/install-fonts.sh
+	$(BIN)/python -c "from llmcourse.viz import find_cjk_font; print('matplotlib CJK font:', find_cjk_font())"
+	touch $@
+
+book: setup
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	@echo "book: _build/html/index.html"
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval tests notebooks
+
+unit: setup
+	$(BIN)/python -m pytest -q tests
+
+nbval: setup
+	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval notebooks
+
+clean:
+	rm -rf _build
