@@ -24,14 +24,16 @@ book: setup
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "book: _build/html/index.html"
 
+# One torch thread per process: two xdist workers (each with its notebook kernel) share the 2 cores
+# instead of oversubscribing them. CPU results are bit-identical across thread counts.
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval tests notebooks
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval tests notebooks
 
 unit: setup
 	$(BIN)/python -m pytest -q tests
 
 nbval: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval notebooks
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval notebooks
 
 clean:
 	rm -rf _build

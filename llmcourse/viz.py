@@ -39,8 +39,11 @@ def find_cjk_font() -> str | None:
     return found
 
 
-def setup(style: str = "whitegrid") -> str | None:
-    """Seaborn theme, PNG figures, and a CJK font first in line. Returns the font used."""
+def setup(style: str = "whitegrid") -> None:
+    """Seaborn theme, PNG figures, and a CJK font first in line (see :func:`find_cjk_font`).
+
+    Returns nothing, so a notebook's set-up cell shows no output (nbval ignores a trailing ``;``).
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -60,7 +63,6 @@ def setup(style: str = "whitegrid") -> str | None:
         set_matplotlib_formats("png")
     except ImportError:  # pragma: no cover - only outside IPython
         pass
-    return font
 
 
 def plot_curves(curves: Mapping[str, Sequence[float]], xlabel: str, ylabel: str, title: str | None = None,

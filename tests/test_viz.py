@@ -9,7 +9,8 @@ from llmcourse import viz  # noqa: E402
 
 
 def test_a_cjk_font_is_installed_and_renders_chinese():
-    font = viz.setup()
+    viz.setup()
+    font = viz.find_cjk_font()
     assert font is not None, f"no CJK font: {viz.INSTALL_HINT}"
     from matplotlib.font_manager import FontProperties, findfont
     from matplotlib.ft2font import FT2Font
