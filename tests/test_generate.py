@@ -1,0 +1,283 @@
+"""Generation: greedy against the argmax chain by hand, beam search against brute force, the top-k and
+top-p filters on hand examples, and sampling (seeds, temperature, frequencies)."""
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from llmcourse.generate import beam_search, greedy, sample, top_k_filter, top_p_filter
+from llmcourse.models.gpt import GPT, GPTConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    """These models are tiny: one thread is faster than several competing for a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class BigramLM(nn.Module):
+    """Next-token logits depend on the last token only: a table we can reason about by hand.
+    Returns plain logits (not a tuple) and has no context limit (``block_size = None``)."""
+
+    block_size = None
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = nn.Parameter(torch.as_tensor(table, dtype=torch.float32))  # (V, V) logits
+
+    def forward(self, idx, targets=None):
+        return self.table[idx]  # (B, T, V)
+
+
+class TinyLSTMLM(nn.Module):
+    """The shape of the book's LSTM LM: forward -> (logits, loss), unbounded context."""
+
+    block_size = None
+
+    def __init__(self, vocab_size=12, hidden=16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, vocab_size)
+
+    def forward(self, idx, targets=None):
+        h, _ = self.lstm(self.emb(idx))
+        return self.out(h), None
+
+
+def random_bigram(V=6, seed=0, scale=2.0):
+    return BigramLM(torch.randn(V, V, generator=torch.Generator().manual_seed(seed)) * scale)
+
+
+def tiny_gpt(block_size=16, seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=20, block_size=block_size, n_layer=2, n_head=2, n_embd=32, dropout=dropout))
+    with torch.no_grad():  # larger weights than the init, so the argmax is clear-cut
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model.eval()
+
+
+# ---------------------------------------------------------------- greedy
+
+
+def test_greedy_is_the_argmax_chain():
+    model = random_bigram()
+    expected, last = [2], 2
+    for _ in range(8):
+        last = int(model.table[last].argmax())  # by hand: the best next token after `last`
+        expected.append(last)
+    assert greedy(model, [2], 8) == expected
+
+
+def test_greedy_gpt_with_cropped_context_matches_manual_loop():
+    model = tiny_gpt(block_size=8)
+    idx = torch.tensor([[1, 5, 7, 3]])
+    for _ in range(12):  # runs past block_size: the context must be cropped to the last 8 tokens
+        logits, _ = model(idx[:, -8:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    out = greedy(model, torch.tensor([[1, 5, 7, 3]]), 12)
+    assert torch.equal(out, idx)
+
+
+def test_greedy_lstm_like_model_and_train_mode_restored():
+    torch.manual_seed(0)
+    model = TinyLSTMLM()
+    idx = torch.tensor([[3]])
+    with torch.no_grad():
+        for _ in range(6):
+            idx = torch.cat([idx, model(idx)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert model.training
+    assert greedy(model, [3], 6) == idx[0].tolist()
+    assert model.training  # generation switched to eval and back
+
+
+def test_greedy_eos_and_batches():
+    table = torch.full((4, 4), -5.0)
+    table[0, 1] = table[1, 2] = table[2, 3] = table[3, 3] = 5.0  # 0 -> 1 -> 2 -> 3 (eos) -> 3 ...
+    model = BigramLM(table)
+    assert greedy(model, [0], 10, eos_id=3) == [0, 1, 2, 3]  # stops after eos, eos kept
+    assert greedy(model, [0], 10) == [0, 1, 2, 3, 3, 3, 3, 3, 3, 3, 3]
+    batch = greedy(model, torch.tensor([[0], [2]]), 10, eos_id=3)
+    assert batch.tolist() == [[0, 1, 2, 3], [2, 3, 3, 3]]  # the finished row is padded with eos
+    one_d = greedy(model, torch.tensor([0]), 2)
+    assert isinstance(one_d, torch.Tensor) and one_d.tolist() == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- beam search
+
+
+def brute_force_best(model, prompt, max_new, eos_id, length_penalty):
+    """Score every possible continuation (stopping at eos) and return the best one."""
+    V = model.table.shape[0]
+    logp = torch.log_softmax(model.table.detach().double(), dim=-1)
+    best, best_score = None, -math.inf
+    for n in range(1, max_new + 1):
+        for cont in itertools.product(range(V), repeat=n):
+            if eos_id is not None and eos_id in cont[:-1]:
+                continue  # a sequence ends at its first eos
+            if n < max_new and (eos_id is None or cont[-1] != eos_id):
+                continue  # only finished sequences may be shorter than max_new
+            seq = list(prompt) + list(cont)
+            total = sum(logp[a, b].item() for a, b in zip(seq[len(prompt) - 1 :], seq[len(prompt) :]))
+            score = total / n**length_penalty
+            if score > best_score:
+                best, best_score = seq, score
+    return best, best_score
+
+
+@pytest.mark.parametrize("eos_id,length_penalty", [(None, 1.0), (3, 0.0), (3, 1.0), (0, 0.5)])
+def test_wide_beam_finds_the_brute_force_optimum(eos_id, length_penalty):
+    for seed in range(3):
+        model = random_bigram(V=4, seed=seed, scale=1.5)
+        expected, expected_score = brute_force_best(model, [1], 3, eos_id, length_penalty)
+        # beam_width = V ** max_new_tokens: nothing is ever pruned, so the search is exact
+        beams = beam_search(model, [1], 3, beam_width=64, length_penalty=length_penalty, eos_id=eos_id, return_beams=True)
+        assert beams[0][0] == expected
+        assert beams[0][1] == pytest.approx(expected_score, abs=1e-5)
+
+
+def test_beam_beats_greedy_on_a_hand_example():
+    # From 0: token 1 (p=0.55) or 2 (p=0.45). After 1 everything is flat; after 2, token 2 is very
+    # likely. Greedy takes 1 (0.55 * 0.34); the best two-token path is 2, 2 (0.45 * 0.9).
+    probs = torch.tensor([[1e-6, 0.55, 0.45], [0.34, 0.33, 0.33], [0.05, 0.05, 0.9]])
+    model = BigramLM(probs.log())
+    assert greedy(model, [0], 2) == [0, 1, 0]
+    assert beam_search(model, [0], 2, beam_width=2) == [0, 2, 2]
+    assert beam_search(model, [0], 2, beam_width=1) == [0, 1, 0]
+
+
+def test_beam_width_one_is_greedy():
+    gpt = tiny_gpt()
+    prompt = torch.tensor([4, 9, 1])
+    assert torch.equal(beam_search(gpt, prompt, 10, beam_width=1), greedy(gpt, prompt, 10))
+    for seed in range(5):
+        model = random_bigram(V=5, seed=seed, scale=1.0)
+        for eos in (None, 0, 2):
+            assert beam_search(model, [1], 6, beam_width=1, eos_id=eos) == greedy(model, [1], 6, eos_id=eos)
+
+
+# ---------------------------------------------------------------- filters
+
+
+def test_top_p_hand_example():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    kept = lambda p: torch.isfinite(top_p_filter(logits, p)).tolist()  # noqa: E731
+    assert kept(0.8) == [True, True, False, False]  # 0.5 + 0.3 reaches 0.8
+    assert kept(0.81) == [True, True, True, False]  # needs the third token
+    assert kept(0.5) == [True, False, False, False]
+    assert kept(0.01) == [True, False, False, False]  # the most likely token is always kept
+    assert kept(1.0) == [True, True, True, True]
+    shuffled = top_p_filter(torch.tensor([0.15, 0.5, 0.05, 0.3]).log(), 0.8)  # order must not matter
+    assert torch.isfinite(shuffled).tolist() == [False, True, False, True]
+    torch.testing.assert_close(top_p_filter(logits, 0.8)[:2], logits[:2])  # kept logits unchanged
+
+
+def test_top_p_matches_a_plain_python_reference():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 9, generator=g) * 2
+    for p in (0.3, 0.6, 0.9):
+        out = top_p_filter(logits, p)
+        for row, out_row in zip(logits, out):
+            probs = row.double().softmax(-1).tolist()
+            order = sorted(range(9), key=lambda i: -probs[i])
+            keep, mass = set(), 0.0
+            for i in order:  # add tokens until the mass reaches p
+                keep.add(i)
+                mass += probs[i]
+                if mass >= p:
+                    break
+            assert {i for i in range(9) if math.isfinite(out_row[i])} == keep
+
+
+def test_top_k_filter():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0], [0.0, -1.0, 5.0, 4.0]])
+    out = top_k_filter(logits, 2)
+    assert torch.isfinite(out).tolist() == [[False, True, True, False], [False, False, True, True]]
+    assert torch.equal(top_k_filter(logits, 10), logits)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_top_k_one_is_greedy():
+    gpt = tiny_gpt()
+    prompt = [4, 9, 1]
+    assert sample(gpt, prompt, 10, top_k=1, seed=3) == greedy(gpt, prompt, 10)
+
+
+def test_same_seed_repeats_and_other_seeds_differ():
+    model = random_bigram(V=8, seed=1, scale=0.5)
+    a = sample(model, [0], 30, seed=7)
+    assert a == sample(model, [0], 30, seed=7)
+    assert a != sample(model, [0], 30, seed=8)
+    torch.manual_seed(0)  # without a seed: torch's global generator
+    b = sample(model, [0], 30)
+    torch.manual_seed(0)
+    assert b == sample(model, [0], 30)
+
+
+def test_small_temperature_approaches_greedy():
+    gpt = tiny_gpt()
+    prompt = torch.tensor([[4, 9, 1]])
+    assert torch.equal(sample(gpt, prompt, 12, temperature=1e-3, seed=0), greedy(gpt, prompt, 12))
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, None, None), (0.5, None, None), (2.0, 2, None), (1.0, None, 0.7)])
+def test_sample_frequencies_follow_the_filtered_distribution(temperature, top_k, top_p):
+    row = torch.tensor([1.0, 0.5, 0.0, -0.5])
+    model = BigramLM(row.expand(4, 4).clone())
+    draws = sample(model, torch.zeros(20000, 1, dtype=torch.long), 1, temperature, top_k, top_p, seed=0)[:, 1]
+    freq = torch.bincount(draws, minlength=4).double() / len(draws)
+    expected = (row.double() / temperature).softmax(-1)
+    if top_k is not None:
+        expected[top_k:] = 0  # row is sorted: the top-k are the first k
+    if top_p is not None:
+        expected[(expected.cumsum(0) - expected) >= top_p] = 0
+    expected /= expected.sum()
+    torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_bad_input_errors():
+    model = random_bigram()
+    with pytest.raises(ValueError, match="use greedy"):
+        sample(model, [0], 5, temperature=0)
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, [0], 5, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_k"):
+        sample(model, [0], 5, top_k=0)
+    for p in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="top_p"):
+            sample(model, [0], 5, top_p=p)
+    with pytest.raises(ValueError, match="empty"):
+        greedy(model, [], 5)
+    with pytest.raises(ValueError, match="empty"):
+        sample(model, torch.zeros(1, 0, dtype=torch.long), 5)
+    with pytest.raises(TypeError, match="integer"):
+        greedy(model, torch.tensor([0.5]), 5)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        greedy(model, [0], -1)
+    with pytest.raises(ValueError, match="beam_width"):
+        beam_search(model, [0], 5, beam_width=0)
+    with pytest.raises(ValueError, match="one prompt at a time"):
+        beam_search(model, torch.zeros(2, 1, dtype=torch.long), 5, beam_width=2)
+    with pytest.raises(ValueError, match=r"\(B, T, V\)"):
+        greedy(lambda_model(), [0], 2)
+
+
+def lambda_model():
+    class Flat(nn.Module):
+        block_size = None
+
+        def forward(self, idx, targets=None):
+            return torch.zeros(idx.size(0), 5)  # (B, V): the wrong shape
+
+    return Flat()

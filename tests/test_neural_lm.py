@@ -1,0 +1,214 @@
+"""Tests for the MLP (Bengio et al. 2003) and LSTM language models."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmcourse.batching import lm_stream
+from llmcourse.models.lstm_lm import LSTMLM
+from llmcourse.models.mlp_lm import MLPLM
+
+V = 30
+
+
+def ids(B=3, T=7, seed=0, vocab=V):
+    return torch.randint(vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+# ---- MLP ------------------------------------------------------------------------------------------
+def test_mlp_windows_match_a_python_loop():
+    m = MLPLM(V, context=3, pad_id=2)
+    idx = ids()
+    w = m.windows(idx)
+    assert w.shape == (3, 7, 3)
+    for b in range(3):
+        padded = [2, 2] + idx[b].tolist()
+        for t in range(7):
+            assert w[b, t].tolist() == padded[t : t + 3]  # ids t-2 .. t
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_mlp_forward_matches_bengio_formula(direct):
+    torch.manual_seed(0)
+    m = MLPLM(V, context=2, emb_dim=5, hidden=11, direct=direct)
+    if direct:
+        torch.nn.init.normal_(m.direct.weight)  # zero at init; make it matter
+    idx = ids(B=2, T=4)
+    logits, loss = m(idx)
+    assert logits.shape == (2, 4, V) and loss is None
+    C, H, d, U, b = m.embedding.weight, m.hidden.weight, m.hidden.bias, m.head.weight, m.head.bias
+    for bi in range(2):
+        seq = [m.pad_id] + idx[bi].tolist()
+        for t in range(4):
+            x = torch.cat([C[seq[t]], C[seq[t + 1]]])  # y = b + Wx + U tanh(d + Hx)
+            y = b + U @ torch.tanh(d + H @ x)
+            if direct:
+                y = y + m.direct.weight @ x
+            torch.testing.assert_close(logits[bi, t], y, rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_sees_only_its_context():
+    m = MLPLM(V, context=3)
+    idx = ids(B=1, T=10)
+    changed = idx.clone()
+    changed[0, 4] = (changed[0, 4] + 1) % V
+    a, _ = m(idx)
+    b, _ = m(changed)
+    same = torch.isclose(a, b).all(dim=-1)[0]
+    assert same[:4].all() and not same[4:7].any() and same[7:].all()
+
+
+# ---- LSTM -----------------------------------------------------------------------------------------
+def lstm_reference(m: LSTMLM, idx: torch.Tensor) -> torch.Tensor:
+    """The LSTM equations written out (one layer, gate order i, f, g, o), one sequence at a time."""
+    W_ih, W_hh = m.lstm.weight_ih_l0, m.lstm.weight_hh_l0
+    bias = m.lstm.bias_ih_l0 + m.lstm.bias_hh_l0
+    n = m.lstm.hidden_size
+    out = []
+    for seq in idx:
+        h = torch.zeros(n)
+        c = torch.zeros(n)
+        rows = []
+        for token in seq.tolist():
+            z = W_ih @ m.embedding.weight[token] + W_hh @ h + bias
+            i, f, g, o = torch.sigmoid(z[:n]), torch.sigmoid(z[n:2 * n]), torch.tanh(z[2 * n:3 * n]), torch.sigmoid(z[3 * n:])
+            c = f * c + i * g
+            h = o * torch.tanh(c)
+            rows.append(m.head.weight @ h + m.head.bias)
+        out.append(torch.stack(rows))
+    return torch.stack(out)
+
+
+def test_lstm_matches_the_equations_batch_first():
+    torch.manual_seed(0)
+    m = LSTMLM(V, emb_dim=6, hidden_size=5).eval()
+    idx = ids(B=3, T=5)
+    logits, _ = m(idx)
+    assert logits.shape == (3, 5, V)
+    torch.testing.assert_close(logits, lstm_reference(m, idx), rtol=1e-5, atol=1e-5)
+
+
+def test_lstm_is_causal_and_batch_independent():
+    m = LSTMLM(V, emb_dim=8, hidden_size=8).eval()
+    idx = ids(B=4, T=9)
+    full, _ = m(idx)
+    alone, _ = m(idx[1:2])  # batch and time not swapped: one row alone gives the same logits
+    torch.testing.assert_close(full[1:2], alone, rtol=1e-5, atol=1e-6)
+    changed = idx.clone()
+    changed[:, 5] = (changed[:, 5] + 1) % V
+    after, _ = m(changed)
+    torch.testing.assert_close(full[:, :5], after[:, :5])
+    assert not torch.allclose(full[:, 5:], after[:, 5:])
+
+
+def test_lstm_state_carries_across_chunks():
+    m = LSTMLM(V, emb_dim=8, hidden_size=8, num_layers=2).eval()
+    idx = ids(B=2, T=10)
+    whole, _ = m.forward_with_state(idx)
+    first, state = m.forward_with_state(idx[:, :6])
+    second, _ = m.forward_with_state(idx[:, 6:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_weight_tying():
+    tied = LSTMLM(V, emb_dim=16, hidden_size=16, tie_weights=True)
+    untied = LSTMLM(V, emb_dim=16, hidden_size=16)
+    assert tied.head.weight is tied.embedding.weight
+    n_tied = sum(p.numel() for p in tied.parameters())
+    n_untied = sum(p.numel() for p in untied.parameters())
+    assert n_untied - n_tied == V * 16
+    assert LSTMLM.block_size is None and tied.block_size is None
+    with pytest.raises(ValueError, match="hidden_size == emb_dim"):
+        LSTMLM(V, emb_dim=16, hidden_size=32, tie_weights=True)
+
+
+def test_dropout_is_active_only_in_training():
+    m = LSTMLM(V, emb_dim=8, hidden_size=8, num_layers=2, dropout=0.5)
+    idx = ids()
+    m.train()
+    a, _ = m(idx)
+    b, _ = m(idx)
+    assert not torch.allclose(a, b)
+    m.eval()
+    c, _ = m(idx)
+    d, _ = m(idx)
+    assert torch.equal(c, d)
+
+
+# ---- both -----------------------------------------------------------------------------------------
+MODELS = [
+    lambda: MLPLM(V, context=3),
+    lambda: MLPLM(V, context=1, direct=True),
+    lambda: LSTMLM(V, emb_dim=16, hidden_size=32),
+    lambda: LSTMLM(V, emb_dim=16, hidden_size=16, num_layers=2, tie_weights=True),
+]
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_loss_is_cross_entropy_and_starts_near_ln_v(make):
+    torch.manual_seed(0)
+    m = make().eval()
+    idx, targets = ids(B=8, T=16, seed=1), ids(B=8, T=16, seed=2)
+    logits, loss = m(idx, targets)
+    reference = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+    torch.testing.assert_close(loss, reference)
+    assert abs(loss.item() - math.log(V)) < 0.05  # a uniform guess costs ln V nats
+    masked = targets.clone()
+    masked[:, :8] = -100  # ignored positions do not count
+    _, loss_masked = m(idx, masked)
+    torch.testing.assert_close(loss_masked, F.cross_entropy(logits[:, 8:].reshape(-1, V), targets[:, 8:].reshape(-1)))
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_bad_inputs(make):
+    m = make()
+    with pytest.raises(TypeError, match="integer"):
+        m(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="batch, time"):
+        m(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="vocabulary has 30"):
+        m(torch.tensor([[1, 30]]))
+    with pytest.raises(ValueError, match="vocabulary"):
+        m(torch.tensor([[1, -1]]))
+    with pytest.raises(ValueError, match="same shape"):
+        m(ids(B=2, T=3), ids(B=2, T=4))
+    with pytest.raises(TypeError):
+        m([[1, 2]])
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="context"):
+        MLPLM(V, context=0)
+    with pytest.raises(ValueError, match="pad_id"):
+        MLPLM(5, pad_id=5)
+    with pytest.raises(ValueError, match="dropout"):
+        LSTMLM(V, dropout=1.0)
+    with pytest.raises(ValueError, match="vocab_size"):
+        LSTMLM(0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda V: MLPLM(V, context=4, emb_dim=16, hidden=64),
+    lambda V: LSTMLM(V, emb_dim=16, hidden_size=64),
+])
+def test_overfits_a_tiny_corpus(make):
+    reviews = ["这本书很好看", "这本书很差劲", "物流很快"]
+    chars = sorted(set("".join(reviews)))
+    to_id = {c: i + 4 for i, c in enumerate(chars)}
+    stream = lm_stream([[to_id[c] for c in r] for r in reviews], eos_id=3)
+    vocab = len(chars) + 4
+    x, y = stream[None, :-1], stream[None, 1:]
+    torch.manual_seed(0)
+    m = make(vocab)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(80):
+        _, loss = m(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # 19 targets; the only ambiguity for a 4-token context is what follows "这本书很" (好 or 差), which
+    # costs at best 2 ln 2 nats in all (the LSTM sees the whole history and can do better), far
+    # below the ln(V) ~ 2.9 nats per token at the start
+    assert y.numel() == 19
+    assert loss.item() < 2 * math.log(2) / 19 + 0.05
