@@ -1,0 +1,512 @@
+"""Tokenizers (分词器): text -> tokens -> integer ids, and back.
+
+Four tokenizers share one interface (:class:`Tokenizer`), so a model never cares which one made its ids:
+
+* :class:`WhitespaceTokenizer` splits at spaces: fine for English, useless for Chinese (no spaces).
+* :class:`CharTokenizer` makes every character a token: the book's default for Chinese language models.
+* :class:`JiebaTokenizer` uses jieba's dictionary-based word segmentation (分词).
+* :class:`BPETokenizer` learns sub-words from data with byte-pair encoding (Sennrich et al., 2016),
+  here on a *character* base alphabet so that the learnt merges are readable Chinese.
+
+Every tokenizer reserves the same four special tokens, whose ids later chapters rely on::
+
+    <pad> = 0   <unk> = 1   <bos> = 2   <eos> = 3
+
+Usage::
+
+    tok = CharTokenizer().train(review_texts("train"))
+    ids = tok.encode("这本书很好", add_eos=True)
+    tok.decode(ids, skip_special_tokens=True)   # '这本书很好'
+    tok.save("char.json"); CharTokenizer.load("char.json")
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import re
+from abc import ABC, abstractmethod
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+FORMAT_VERSION = 1
+
+
+class UnknownTokenIdError(KeyError, ValueError):
+    """An id outside the vocabulary (a ``KeyError`` and a ``ValueError``, so either ``except`` catches it)."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""
+
+
+def _check_texts(texts: Iterable[str]) -> list[str]:
+    """The training corpus as a list of strings; a clear error for anything else."""
+    if isinstance(texts, str):
+        raise TypeError("train() expects an iterable of texts (e.g. a list of str), got a single str; wrap it in a list")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"train() expects an iterable of str, got {type(texts).__name__}") from None
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"train() expects str texts, but item {i} is {type(text).__name__}")
+    if not any(texts):
+        raise ValueError("cannot train a tokenizer on an empty corpus; pass at least one non-empty text")
+    return texts
+
+
+def _check_text(text: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"expected a str of text, got {type(text).__name__}")
+    return text
+
+
+class Tokenizer(ABC):
+    """The shared interface: ``train`` / ``tokenize`` / ``encode`` / ``decode`` / ``save`` / ``load``.
+
+    A subclass says how text is cut into token strings (:meth:`tokenize`) and how tokens join back into
+    text (``joiner``). The vocabulary is the four special tokens, then every training token seen at
+    least ``min_freq`` times, most frequent first (ties alphabetical), so ids are deterministic.
+    """
+
+    joiner: str = ""  # how decode() glues token strings back together
+
+    def __init__(self, min_freq: int = 1):
+        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"min_freq must be an int >= 1, got {min_freq!r}")
+        self.min_freq = min_freq
+        self._id_to_token: list[str] = list(SPECIAL_TOKENS)
+        self._token_to_id: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+
+    # ---- what a subclass defines ---------------------------------------------------------------
+    @abstractmethod
+    def tokenize(self, text: str) -> list[str]:
+        """Cut ``text`` into token strings (before mapping to ids; rare tokens are not replaced yet)."""
+
+    def _config(self) -> dict:
+        """Constructor arguments to store in the saved file (subclasses add theirs)."""
+        return {"min_freq": self.min_freq}
+
+    def _extra_state(self) -> dict:
+        """Learnt state beyond the vocabulary (BPE: its merges)."""
+        return {}
+
+    def _set_extra_state(self, state: dict) -> None:
+        pass
+
+    # ---- training ------------------------------------------------------------------------------
+    def train(self, texts: Iterable[str]) -> "Tokenizer":
+        """Build the vocabulary from ``texts`` (a list of strings). Returns ``self`` for chaining."""
+        texts = _check_texts(texts)
+        counts = Counter(token for text in texts for token in self.tokenize(text))
+        self._build_vocab(counts)
+        return self
+
+    def _build_vocab(self, counts: Counter, extra_tokens: Sequence[str] = ()) -> None:
+        kept = sorted((t for t, c in counts.items() if c >= self.min_freq and t not in SPECIAL_TOKENS),
+                      key=lambda t: (-counts[t], t))
+        self._id_to_token = list(SPECIAL_TOKENS)
+        self._token_to_id = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+        for token in list(kept) + list(extra_tokens):
+            if token not in self._token_to_id:  # two BPE merges can spell the same string
+                self._token_to_id[token] = len(self._id_to_token)
+                self._id_to_token.append(token)
+
+    # ---- ids -----------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, special tokens included."""
+        return len(self._id_to_token)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        """A copy of the token -> id mapping."""
+        return dict(self._token_to_id)
+
+    def token_to_id(self, token: str) -> int:
+        """Id of ``token``; tokens outside the vocabulary get the ``<unk>`` id (1)."""
+        if not isinstance(token, str):
+            raise TypeError(f"a token is a str, got {type(token).__name__}")
+        return self._token_to_id.get(token, UNK_ID)
+
+    def id_to_token(self, index: int) -> str:
+        """The token string of id ``index``; an id outside ``0 .. vocab_size-1`` is an error."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            try:  # accept numpy / torch integer scalars
+                import operator
+                index = operator.index(index)
+            except TypeError:
+                raise TypeError(f"a token id is an int, got {type(index).__name__}") from None
+        if not 0 <= index < len(self._id_to_token):
+            raise UnknownTokenIdError(f"unknown token id {index}: the vocabulary has {self.vocab_size} ids (0 .. {self.vocab_size - 1})")
+        return self._id_to_token[index]
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        """Token ids of ``text``, optionally wrapped in ``<bos>`` ... ``<eos>``."""
+        ids = [self._token_to_id.get(t, UNK_ID) for t in self.tokenize(_check_text(text))]
+        return ([BOS_ID] if add_bos else []) + ids + ([EOS_ID] if add_eos else [])
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text from ids. ``skip_special_tokens`` drops ``<pad>``, ``<bos>``, ``<eos>`` (``<unk>`` stays visible)."""
+        if hasattr(ids, "tolist"):  # a torch tensor or numpy array
+            ids = ids.tolist()
+        tokens = [self.id_to_token(i) for i in ids]
+        if skip_special_tokens:
+            tokens = [t for t in tokens if t not in (PAD, BOS, EOS)]
+        return self.joiner.join(tokens)
+
+    # ---- files ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer as JSON (kind, settings, vocabulary, merges)."""
+        state = {"kind": type(self).__name__, "format_version": FORMAT_VERSION, "config": self._config(),
+                 "vocab": self._id_to_token, **self._extra_state()}
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(state, f, ensure_ascii=False, indent=1)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Read a file written by :meth:`save`. ``Tokenizer.load`` accepts any kind; a subclass only its own."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not a tokenizer file: invalid JSON ({err})") from None
+        if not isinstance(state, dict) or not {"kind", "config", "vocab"} <= set(state):
+            raise ValueError(f"{path} is not a tokenizer file: expected a JSON object with 'kind', 'config' and 'vocab'")
+        kinds = {k.__name__: k for k in (WhitespaceTokenizer, CharTokenizer, JiebaTokenizer, BPETokenizer)}
+        kind = state["kind"]
+        if kind not in kinds:
+            raise ValueError(f"{path} holds an unknown tokenizer kind {kind!r}; expected one of {sorted(kinds)}")
+        if cls is not Tokenizer and kind != cls.__name__:
+            raise ValueError(f"{path} holds a {kind}, not a {cls.__name__}; load it with {kind}.load or Tokenizer.load")
+        vocab = state["vocab"]
+        if (not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab)
+                or tuple(vocab[:4]) != SPECIAL_TOKENS or len(set(vocab)) != len(vocab)):
+            raise ValueError(f"{path}: 'vocab' must be a list of distinct strings starting with {list(SPECIAL_TOKENS)}")
+        if state.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+            raise ValueError(f"{path}: format version {state.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+        try:
+            tok = kinds[kind](**state["config"])
+        except TypeError as err:
+            raise ValueError(f"{path}: bad settings for {kind}: {err}") from None
+        tok._id_to_token = list(vocab)
+        tok._token_to_id = {t: i for i, t in enumerate(vocab)}
+        tok._set_extra_state(state)
+        return tok
+
+    def __eq__(self, other: object) -> bool:
+        return (type(self) is type(other) and self._config() == other._config()
+                and self._id_to_token == other._id_to_token and self._extra_state() == other._extra_state())
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
+        return f"{type(self).__name__}({settings}; vocab_size={self.vocab_size})"
+
+
+class WhitespaceTokenizer(Tokenizer):
+    """Split at runs of whitespace (``str.split()``). A Chinese sentence has none, so it stays one token."""
+
+    joiner = " "
+
+    def tokenize(self, text: str) -> list[str]:
+        return _check_text(text).split()
+
+
+class CharTokenizer(Tokenizer):
+    """One token per character. ``min_freq=2`` maps characters seen once in training to ``<unk>``
+    (the book's shared perplexity convention)."""
+
+    def __init__(self, min_freq: int = 2):
+        super().__init__(min_freq)
+
+    def tokenize(self, text: str) -> list[str]:
+        return list(_check_text(text))
+
+
+JIEBA_MODES = ("precise", "full", "search")
+
+
+@lru_cache(maxsize=None)
+def _jieba():
+    """Import jieba once, quietly (its 'Loading model cost …' log line would end up in notebook outputs)."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+class JiebaTokenizer(Tokenizer):
+    """Words from jieba (dictionary + HMM for unseen words).
+
+    ``tokenize(text, mode)`` offers jieba's three modes: ``precise`` (精确模式, one segmentation that
+    spells the text exactly), ``full`` (全模式, every dictionary word found, overlapping) and ``search``
+    (搜索引擎模式, precise plus the shorter words inside long ones). ``encode`` always uses precise mode,
+    the only one whose tokens join back into the text.
+    """
+
+    def __init__(self, min_freq: int = 1, hmm: bool = True):
+        super().__init__(min_freq)
+        if not isinstance(hmm, bool):
+            raise TypeError(f"hmm must be True or False, got {hmm!r}")
+        self.hmm = hmm
+
+    def _config(self) -> dict:
+        return {"min_freq": self.min_freq, "hmm": self.hmm}
+
+    def tokenize(self, text: str, mode: str = "precise") -> list[str]:
+        text = _check_text(text)
+        if mode not in JIEBA_MODES:
+            raise ValueError(f"unknown jieba mode {mode!r}; expected one of {JIEBA_MODES}")
+        jieba = _jieba()
+        if mode == "precise":
+            return jieba.lcut(text, HMM=self.hmm)
+        if mode == "full":
+            return jieba.lcut(text, cut_all=True)
+        return jieba.lcut_for_search(text, HMM=self.hmm)
+
+
+# A chunk is a run of word characters (CJK, letters, digits), a run of whitespace, or one punctuation
+# mark. BPE never merges across chunks, so "好，" never becomes a token, and the chunks of a text always
+# join back into it exactly.
+CHUNK_PATTERN = re.compile(r"\w+|\s+|[^\w\s]")
+
+
+def split_chunks(text: str) -> list[str]:
+    """Pre-split text at whitespace and punctuation; ``''.join(split_chunks(t)) == t``."""
+    return CHUNK_PATTERN.findall(_check_text(text))
+
+
+def _merge_word(symbols: tuple[str, ...], pair: tuple[str, str], merged: str) -> tuple[str, ...]:
+    """Replace every non-overlapping occurrence of ``pair`` in ``symbols``, left to right."""
+    out, i, n = [], 0, len(symbols)
+    while i < n:
+        if i + 1 < n and symbols[i] == pair[0] and symbols[i + 1] == pair[1]:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)
+
+
+def count_pairs(word_counts: Mapping[tuple[str, ...], int]) -> Counter:
+    """How often each adjacent symbol pair occurs, each word weighted by its count (one BPE step's statistics)."""
+    pairs: Counter = Counter()
+    for word, n in word_counts.items():
+        for pair in zip(word, word[1:]):
+            pairs[pair] += n
+    return pairs
+
+
+def merge_pair(word_counts: Mapping[tuple[str, ...], int], pair: tuple[str, str]) -> dict[tuple[str, ...], int]:
+    """Rewrite every word with ``pair`` fused into one symbol (the other half of a BPE step)."""
+    if not (isinstance(pair, tuple) and len(pair) == 2):
+        raise ValueError(f"pair must be a tuple of two symbols, got {pair!r}")
+    merged: dict[tuple[str, ...], int] = {}
+    for word, n in word_counts.items():
+        new = _merge_word(tuple(word), pair, pair[0] + pair[1])
+        merged[new] = merged.get(new, 0) + n
+    return merged
+
+
+def bpe_step(word_counts: Mapping[tuple[str, ...], int]) -> tuple[tuple[str, str] | None, dict[tuple[str, ...], int]]:
+    """One textbook BPE merge: the most frequent pair (ties: the pair that sorts first) and the rewritten words.
+
+    Returns ``(None, words)`` when no pair is left. :class:`BPETokenizer` does the same, only incrementally.
+    """
+    pairs = count_pairs(word_counts)
+    if not pairs:
+        return None, dict(word_counts)
+    best = min(pairs, key=lambda p: (-pairs[p], p))
+    return best, merge_pair(word_counts, best)
+
+
+def forward_max_match(text: str, dictionary: Iterable[str] | set[str], max_len: int | None = None) -> list[str]:
+    """Forward maximum matching (正向最大匹配): from the left, take the longest dictionary word that
+    starts here (at most ``max_len`` characters), or a single character if none does."""
+    text = _check_text(text)
+    words = dictionary if isinstance(dictionary, (set, frozenset, dict)) else set(dictionary)
+    if max_len is None:
+        max_len = max((len(w) for w in words), default=1)
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    out, i = [], 0
+    while i < len(text):
+        for size in range(min(max_len, len(text) - i), 0, -1):
+            if size == 1 or text[i:i + size] in words:
+                out.append(text[i:i + size])
+                i += size
+                break
+    return out
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-pair encoding (字节对编码) on a character alphabet, trained from scratch.
+
+    Training (Sennrich et al., 2016): start from characters, then ``num_merges`` times merge the most
+    frequent adjacent pair of symbols into one new symbol. Ties go to the pair that sorts first
+    (``min`` over ``(symbol_a, symbol_b)``), so training is deterministic. Merges stop early when no
+    pair occurs at least twice. Characters seen fewer than ``min_freq`` times become ``<unk>`` and
+    never take part in a merge.
+
+    Speed: the text is pre-split into chunks (:func:`split_chunks`), each distinct chunk is stored once
+    with its count, and after a merge only the chunks that contain the merged pair are re-counted;
+    a heap with lazy deletion finds the most frequent pair.
+
+    Encoding applies the learnt merges by rank (earliest first) inside each chunk, which reproduces the
+    training segmentation.
+    """
+
+    def __init__(self, num_merges: int = 1000, min_freq: int = 2):
+        super().__init__(min_freq)
+        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
+            raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
+        self.num_merges = num_merges
+        self.merges: list[tuple[str, str]] = []
+        self._ranks: dict[tuple[str, str], int] = {}
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def _config(self) -> dict:
+        return {"num_merges": self.num_merges, "min_freq": self.min_freq}
+
+    def _extra_state(self) -> dict:
+        return {"merges": [list(p) for p in self.merges]}
+
+    def _set_extra_state(self, state: dict) -> None:
+        merges = state.get("merges")
+        if not isinstance(merges, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in merges):
+            raise ValueError("a BPETokenizer file needs 'merges': a list of [left, right] string pairs")
+        self._set_merges([tuple(p) for p in merges])
+        missing = [a + b for a, b in self.merges if a + b not in self._token_to_id]
+        if missing:
+            raise ValueError(f"the merged token {missing[0]!r} is missing from the vocabulary")
+
+    def _set_merges(self, merges: list[tuple[str, str]]) -> None:
+        self.merges = list(merges)
+        self._ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        self._cache = {}
+
+    # ---- training ------------------------------------------------------------------------------
+    def train(self, texts: Iterable[str]) -> "BPETokenizer":
+        texts = _check_texts(texts)
+        chunk_counts = Counter(chunk for text in texts for chunk in split_chunks(text))
+        char_counts: Counter = Counter()
+        for chunk, c in chunk_counts.items():
+            for ch in chunk:
+                char_counts[ch] += c
+        alphabet = {ch for ch, c in char_counts.items() if c >= self.min_freq}
+
+        # distinct chunks as symbol tuples (rare characters -> <unk>), with their counts
+        words = [tuple(ch if ch in alphabet else UNK for ch in chunk) for chunk in chunk_counts]
+        freqs = list(chunk_counts.values())
+
+        pair_count: dict[tuple[str, str], int] = defaultdict(int)  # pair -> occurrences in the corpus
+        where: dict[tuple[str, str], set[int]] = defaultdict(set)  # pair -> ids of words holding it
+        for w, (symbols, f) in enumerate(zip(words, freqs)):
+            for pair in zip(symbols, symbols[1:]):
+                pair_count[pair] += f
+                where[pair].add(w)
+        for pair in [p for p in pair_count if UNK in p]:  # <unk> never merges
+            del pair_count[pair], where[pair]
+        # max-heap by count, ties to the smallest pair; stale entries are skipped when popped
+        heap = [(-c, pair) for pair, c in pair_count.items()]
+        heapq.heapify(heap)
+
+        merges: list[tuple[str, str]] = []
+        while len(merges) < self.num_merges and heap:
+            neg, pair = heapq.heappop(heap)
+            if pair_count.get(pair, 0) != -neg:
+                continue  # stale: the count changed after this entry was pushed
+            if -neg < 2:
+                break  # a pair seen once is not worth a vocabulary entry
+            merges.append(pair)
+            merged = pair[0] + pair[1]
+            changed: set[tuple[str, str]] = set()
+            for w in where.pop(pair):
+                old = words[w]
+                new = _merge_word(old, pair, merged)
+                if len(new) == len(old):
+                    continue  # stale index entry: the pair left this word in an earlier merge
+                words[w] = new
+                # re-count this word's pairs: -1 for each old pair, +1 for each new one
+                delta: dict[tuple[str, str], int] = {}
+                for p in zip(old, old[1:]):
+                    delta[p] = delta.get(p, 0) - 1
+                for p in zip(new, new[1:]):
+                    delta[p] = delta.get(p, 0) + 1
+                    if p[0] == merged or p[1] == merged:  # only pairs with the new symbol are new here
+                        where[p].add(w)
+                f = freqs[w]
+                for p, d in delta.items():
+                    if d and UNK not in p:
+                        pair_count[p] += d * f
+                        changed.add(p)
+            pair_count.pop(pair, None)
+            for p in changed:
+                c = pair_count.get(p, 0)
+                if c > 0:
+                    heapq.heappush(heap, (-c, p))
+                else:
+                    pair_count.pop(p, None)
+
+        base = sorted(alphabet, key=lambda ch: (-char_counts[ch], ch))
+        self._build_vocab(Counter(), extra_tokens=base + [a + b for a, b in merges])
+        self._set_merges(merges)
+        return self
+
+    # ---- encoding ------------------------------------------------------------------------------
+    def _bpe(self, chunk: str) -> tuple[str, ...]:
+        """Apply the merges to one chunk, lowest rank first (cached: chunks repeat a lot)."""
+        cached = self._cache.get(chunk)
+        if cached is not None:
+            return cached
+        symbols = tuple(ch if ch in self._token_to_id else UNK for ch in chunk)
+        while len(symbols) > 1:
+            ranked = [(self._ranks.get(p, len(self._ranks)), p) for p in zip(symbols, symbols[1:])]
+            rank, pair = min(ranked)
+            if rank == len(self._ranks):
+                break  # no learnt merge applies
+            symbols = _merge_word(symbols, pair, pair[0] + pair[1])
+        if len(self._cache) < 200_000:
+            self._cache[chunk] = symbols
+        return symbols
+
+    def tokenize(self, text: str) -> list[str]:
+        """Sub-word token strings; characters outside the alphabet come out as ``<unk>``."""
+        return [s for chunk in split_chunks(_check_text(text)) for s in self._bpe(chunk)]
+
+    def truncated(self, num_merges: int) -> "BPETokenizer":
+        """The tokenizer that training with only the first ``num_merges`` merges would have given.
+
+        BPE merges are learnt greedily one after another, so a smaller BPE is a prefix of a larger one:
+        one training run gives the whole vocabulary-size curve.
+        """
+        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or not 0 <= num_merges <= len(self.merges):
+            raise ValueError(f"num_merges must be an int in 0 .. {len(self.merges)}, got {num_merges!r}")
+        small = BPETokenizer(num_merges=num_merges, min_freq=self.min_freq)
+        small._build_vocab(Counter(), extra_tokens=self.alphabet + [a + b for a, b in self.merges[:num_merges]])
+        small._set_merges(self.merges[:num_merges])
+        return small
+
+    @property
+    def alphabet(self) -> list[str]:
+        """The single characters of the vocabulary (the base alphabet), in id order."""
+        # merged tokens are at least two characters long, so the length tells them apart
+        return [t for t in self._id_to_token[len(SPECIAL_TOKENS):] if len(t) == 1]
+
+
+__all__ = [
+    "PAD", "UNK", "BOS", "EOS", "SPECIAL_TOKENS", "PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID",
+    "Tokenizer", "UnknownTokenIdError", "WhitespaceTokenizer", "CharTokenizer", "JiebaTokenizer", "BPETokenizer",
+    "JIEBA_MODES", "split_chunks", "count_pairs", "merge_pair", "bpe_step", "forward_max_match",
+]
