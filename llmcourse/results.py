@@ -1,0 +1,67 @@
+"""The book's running perplexity table: chapter 1 starts it, later chapters add their models.
+
+Each chapter records the perplexities it computed (``record_perplexity``) into a JSON file that
+ships with the package, and a later chapter shows the whole table (``perplexity_table``) without
+re-training earlier models. The numbers are only ever written by the chapters' own computations,
+and ``tests/test_results.py`` checks that the file agrees with the numbers stored in the notebooks.
+Writes are atomic (temporary file + ``os.replace``), so a chapter reading the table while another
+records never sees a half-written file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+RESULTS_FILE = Path(__file__).with_name("results") / "perplexity.json"
+
+
+def _load(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"results file {path} is corrupt ({err}); restore it with git checkout") from err
+    if not isinstance(table, dict):
+        raise ValueError(f"results file {path} should hold a JSON object keyed by model name")
+    return table
+
+
+def record_perplexity(model: str, chapter: int, val: float, test: float, detail: str = "",
+                      path: Path | str = RESULTS_FILE) -> dict:
+    """Add or replace one row (perplexities rounded to 2 decimals) and return it."""
+    if not model:
+        raise ValueError("model name must be a non-empty string")
+    for name, value in (("val", val), ("test", test)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+            raise ValueError(f"{name} perplexity must be a finite number >= 1, got {value!r}")
+    path = Path(path)
+    table = _load(path)
+    row = {"chapter": int(chapter), "val": round(float(val), 2), "test": round(float(test), 2), "detail": detail}
+    table[model] = row
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(dict(sorted(table.items(), key=lambda kv: (kv[1]["chapter"], kv[0]))), f,
+                  ensure_ascii=False, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return row
+
+
+def perplexity_table(path: Path | str = RESULTS_FILE) -> dict[str, dict]:
+    """All recorded rows, by chapter then name."""
+    return _load(Path(path))
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """The rows as a Markdown table (model, chapter, detail, val and test perplexity)."""
+    if not rows:
+        raise ValueError("no results recorded yet: run chapter 1 first")
+    lines = ["| model | chapter | detail | val ppl | test ppl |", "|---|---|---|---|---|"]
+    for name, row in sorted(rows.items(), key=lambda kv: (kv[1]["chapter"], -kv[1]["test"])):
+        lines.append(f"| {name} | {row['chapter']} | {row['detail']} | {row['val']:.2f} | {row['test']:.2f} |")
+    return "\n".join(lines)
