@@ -48,6 +48,7 @@ def record_perplexity(model: str, chapter: int, val: float, test: float, detail:
         json.dump(dict(sorted(table.items(), key=lambda kv: (kv[1]["chapter"], kv[0]))), f,
                   ensure_ascii=False, indent=1)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; the table is meant to be shared
     os.replace(tmp, path)
     return row
 
