@@ -11,14 +11,6 @@ from llmcourse.generate import beam_search, greedy, sample, top_k_filter, top_p_
 from llmcourse.models.gpt import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """These models are tiny: one thread is faster than several competing for a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class BigramLM(nn.Module):
     """Next-token logits depend on the last token only: a table we can reason about by hand.

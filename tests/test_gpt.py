@@ -9,14 +9,6 @@ import torch.nn.functional as F
 from llmcourse.generate import greedy
 from llmcourse.models.gpt import GPT, IGNORE_INDEX, GPTConfig
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """These models are tiny: one thread is faster than several competing for a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
