@@ -39,7 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gpt import IGNORE_INDEX, _is_compiling
+from ._checks import check_token_ids, is_compiling
+from .gpt import IGNORE_INDEX
 
 
 @dataclass
@@ -155,29 +156,10 @@ class BertModel(nn.Module):
     def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None) -> None:
         """Clear errors for tensors the model cannot take (wrong type, shape, length or ids)."""
         cfg = self.config
-        if not isinstance(input_ids, torch.Tensor):
-            raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
-        if input_ids.dtype not in (torch.long, torch.int32):
-            raise TypeError(f"input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
-        if input_ids.dim() != 2:
-            raise ValueError(
-                f"input_ids must have shape (batch, time), got {input_ids.dim()}-D shape {tuple(input_ids.shape)}"
-                + ("; use input_ids.unsqueeze(0) for a single sequence" if input_ids.dim() == 1 else "")
-            )
-        T = input_ids.size(1)
-        if T == 0:
-            raise ValueError("input_ids is empty along time: give at least one token per sequence")
-        if T > cfg.max_position:
-            raise ValueError(
-                f"sequence length {T} exceeds max_position {cfg.max_position}; truncate the inputs "
-                "(e.g. keep [CLS] + the first max_position - 2 tokens + [SEP])"
-            )
-        check_values = not _is_compiling()  # data-dependent checks are skipped under torch.compile
-        if check_values:
-            lo, hi = int(input_ids.min()), int(input_ids.max())
-            if lo < 0 or hi >= cfg.vocab_size:
-                bad = hi if hi >= cfg.vocab_size else lo
-                raise ValueError(f"token id {bad} is out of range for vocab_size {cfg.vocab_size}")
+        check_token_ids(input_ids, "input_ids", cfg.max_position, "max_position",
+                        "truncate the inputs (e.g. keep [CLS] + the first max_position - 2 tokens + [SEP])",
+                        cfg.vocab_size)
+        check_values = not is_compiling()  # data-dependent checks are skipped under torch.compile
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is None:
                 continue
@@ -292,7 +274,7 @@ class BertForMaskedLM(_BertBase):
         labels = labels.long()
         selected = labels != IGNORE_INDEX  # (B, T)
         targets = labels[selected]  # (N,)
-        if not _is_compiling() and targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.config.vocab_size):
+        if not is_compiling() and targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.config.vocab_size):
             raise ValueError(f"labels must be token ids in [0, {self.config.vocab_size}) or {IGNORE_INDEX}")
         logits = self.predict(hidden[selected])  # (N, V): only the positions to predict
         if targets.numel() == 0:  # nothing masked in this batch: a zero loss that still has a graph
@@ -322,7 +304,7 @@ class BertForSequenceClassification(_BertBase):
             if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != B:
                 shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
                 raise ValueError(f"labels must be a 1-D tensor with one class id per sequence (batch {B}), got {shape}")
-            if not _is_compiling() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_labels):
+            if not is_compiling() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_labels):
                 raise ValueError(f"labels must be class ids in [0, num_labels={self.config.num_labels})")
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         if self.config.pooling == "cls":

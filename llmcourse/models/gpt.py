@@ -22,13 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._checks import check_token_ids
+
 IGNORE_INDEX = -100  # targets with this value do not count in the loss (padding)
-
-
-def _is_compiling() -> bool:
-    """True inside ``torch.compile`` tracing, where data-dependent checks (``.item()``) would break the graph."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 @dataclass
@@ -187,28 +183,8 @@ class GPT(nn.Module):
         return n
 
     def _check_input(self, idx: torch.Tensor, targets: torch.Tensor | None) -> None:
-        if not isinstance(idx, torch.Tensor):
-            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
-        if idx.dtype not in (torch.long, torch.int32):
-            raise TypeError(f"idx must hold integer token ids (torch.long), got dtype {idx.dtype}")
-        if idx.dim() != 2:
-            raise ValueError(
-                f"idx must have shape (batch, time), got {idx.dim()}-D shape {tuple(idx.shape)}"
-                + ("; use idx.unsqueeze(0) for a single sequence" if idx.dim() == 1 else "")
-            )
-        T = idx.size(1)
-        if T == 0:
-            raise ValueError("idx is empty along time: give at least one token per sequence")
-        if T > self.config.block_size:
-            raise ValueError(
-                f"sequence length {T} exceeds block_size {self.config.block_size}; "
-                "crop the context to the last block_size tokens"
-            )
-        if not _is_compiling():  # data-dependent check: skipped under torch.compile
-            lo, hi = int(idx.min()), int(idx.max())
-            if lo < 0 or hi >= self.config.vocab_size:
-                bad = hi if hi >= self.config.vocab_size else lo
-                raise ValueError(f"token id {bad} is out of range for vocab_size {self.config.vocab_size}")
+        check_token_ids(idx, "idx", self.config.block_size, "block_size",
+                        "crop the context to the last block_size tokens", self.config.vocab_size)
         if targets is not None and (not isinstance(targets, torch.Tensor) or targets.shape != idx.shape):
             shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
             raise ValueError(f"targets must be a tensor of the same shape as idx {tuple(idx.shape)}, got {shape}")
