@@ -271,3 +271,37 @@ def test_hf_conversion_errors():
     )
     with pytest.raises(ValueError, match="activation_function"):
         gpt_from_hf(transformers.GPT2LMHeadModel(config))
+
+
+def test_output_bias_starts_at_the_unigram_model():
+    torch.manual_seed(0)
+    V = 50
+    model = GPT(GPTConfig(vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=32, head_bias=True))
+    stream = torch.randint(0, 10, (400,))  # only ids 0..9 occur, unevenly
+    counts = torch.bincount(stream, minlength=V)
+    model.init_output_bias(counts)
+    smoothed = (counts.double() + 0.5) / (counts.sum() + 0.5 * V)
+    unigram_ce = -(counts.double() * smoothed.log()).sum() / counts.sum()  # cross-entropy of the unigram model
+    x, y = stream[:-1].view(-1, 1)[:256].view(16, 16), stream[1:].view(-1, 1)[:256].view(16, 16)
+    with torch.no_grad():
+        _, loss = model(x, y)
+    # The tied-embedding logits of an untrained model are tiny, so the loss is the unigram model's.
+    assert abs(loss.item() - unigram_ce.item()) < 0.05
+    assert loss.item() < math.log(V) - 1.0
+
+
+def test_output_bias_errors():
+    from llmcourse.models.hf_convert import gpt_to_hf
+
+    with pytest.raises(ValueError, match="head_bias=True"):
+        tiny_gpt().init_output_bias(torch.ones(tiny_gpt().config.vocab_size))
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16, head_bias=True))
+    with pytest.raises(ValueError, match=r"\(vocab_size,\) = \(20,\)"):
+        model.init_output_bias(torch.ones(19))
+    with pytest.raises(ValueError, match=">= 0"):
+        model.init_output_bias(-torch.ones(20))
+    with pytest.raises(TypeError, match="head_bias must be a bool"):
+        GPTConfig(head_bias=1)
+    pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match="no output-layer bias"):
+        gpt_to_hf(model)

@@ -38,6 +38,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2 has them)
+    head_bias: bool = False  # a bias on the output layer (GPT-2 has none); see GPT.init_output_bias
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -51,8 +52,9 @@ class GPTConfig:
             )
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"GPTConfig.bias must be a bool, got {type(self.bias).__name__}")
+        for name in ("bias", "head_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"GPTConfig.{name} must be a bool, got {type(getattr(self, name)).__name__}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -149,7 +151,7 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         # Weight tying: the output layer scores token v by the dot product with v's embedding, so
         # one (V, C) matrix serves both ends (fewer parameters, and it helps small models).
         self.lm_head.weight = self.transformer.wte.weight
@@ -168,6 +170,27 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @torch.no_grad()
+    def init_output_bias(self, token_counts: torch.Tensor) -> None:
+        """Start the output bias at the log unigram frequencies of ``token_counts`` (V,), smoothed by
+        1/2, so that the untrained model already predicts the unigram distribution.
+
+        Without it a model with a tied output layer must encode how frequent each token is in the
+        geometry of its embeddings, which takes many updates on a large vocabulary; with it, training
+        starts at the unigram perplexity and spends its updates on context. Needs ``head_bias=True``.
+        """
+        if self.lm_head.bias is None:
+            raise ValueError("this GPT has no output bias: build it with GPTConfig(head_bias=True)")
+        counts = torch.as_tensor(token_counts)
+        if counts.shape != (self.config.vocab_size,) or counts.is_complex() or counts.dtype == torch.bool:
+            raise ValueError(f"token_counts must be a real (vocab_size,) = ({self.config.vocab_size},) tensor "
+                             f"of counts, got shape {tuple(counts.shape)} and dtype {counts.dtype}")
+        counts = counts.double()
+        if not torch.isfinite(counts).all() or (counts < 0).any():
+            raise ValueError("token_counts must be finite and >= 0")
+        counts = counts + 0.5  # tokens never seen get a small probability, not log 0
+        self.lm_head.bias.copy_((counts / counts.sum()).log())
 
     @property
     def block_size(self) -> int:

@@ -45,6 +45,8 @@ def gpt_to_hf(model: GPT):
         raise TypeError(f"gpt_to_hf expects an llmcourse GPT, got {type(model).__name__}")
     tf = _transformers()
     cfg = model.config
+    if cfg.head_bias:
+        raise ValueError("GPT-2 has no output-layer bias: a model built with head_bias=True cannot be converted")
     hf_config = tf.GPT2Config(
         vocab_size=cfg.vocab_size,
         n_positions=cfg.block_size,
