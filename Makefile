@@ -7,29 +7,34 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check -qq
 
-.PHONY: setup book test unit nbval clean
+.PHONY: setup assets book test unit nbval clean
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh
+# MathJax, mermaid and the widget manager from npm, served by the built site (it reads offline).
+assets:
+	bash scripts/web-assets.sh
+
+$(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh scripts/install-browser.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install "$(TORCH_SPEC)"
 	$(PIP) install -e ".[book,test]"
 	$(BIN)/python -c "import torch, jieba, snownlp, jupyter_book, nbval, sphinx_exercise, sphinxcontrib.mermaid"
 	bash scripts/install-fonts.sh
+	bash scripts/install-browser.sh
 	$(BIN)/python -c "from llmcourse.viz import find_cjk_font; print('matplotlib CJK font:', find_cjk_font())"
 	touch $@
 
-book: setup
+book: setup assets
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "book: _build/html/index.html"
 
 # One torch thread per process: two xdist workers (each with its notebook kernel) share the 2 cores
 # instead of oversubscribing them. CPU results are bit-identical across thread counts.
-test: setup
+test: setup assets
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval tests notebooks
 
-unit: setup
+unit: setup assets
 	$(BIN)/python -m pytest -q tests
 
 nbval: setup
