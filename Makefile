@@ -4,10 +4,12 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 # CPU torch: on these machines torch==2.13.0 is a local CPU wheel. On a CUDA machine use
 #   make TORCH_SPEC=torch setup
+# On a fresh cloud runner: make test TORCH_SPEC=torch TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip --disable-pip-version-check -qq
 
-.PHONY: setup assets book test unit nbval clean
+.PHONY: setup assets book test unit nbval student clean
 setup: $(VENV)/.installed
 
 # MathJax, mermaid and the widget manager from npm, served by the built site (it reads offline).
@@ -17,7 +19,7 @@ assets:
 $(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh scripts/install-browser.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -e ".[book,test]"
 	$(BIN)/python -c "import torch, jieba, snownlp, jupyter_book, nbval, sphinx_exercise, sphinxcontrib.mermaid"
 	bash scripts/install-fonts.sh
@@ -39,6 +41,11 @@ unit: setup assets
 
 nbval: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval notebooks
+
+# Student versions of the chapters (solutions removed, graded checks kept), each executed once to
+# prove it still runs top to bottom.
+student: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.coursework student notebooks/*.ipynb --out student --execute
 
 clean:
 	rm -rf _build

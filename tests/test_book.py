@@ -56,7 +56,7 @@ def test_book_builds_with_warnings_as_errors(built_book):
         text = page.read_text(encoding="utf-8")
         assert "{glue" not in text, f"{page.name}: an unresolved glue role is shown as raw text"
         assert re.search(r"[\u4e00-\u9fff]", text), f"{page.name}: no Chinese text on the page"
-    for name in ("intro", "glossary", "errata", "references", "notation"):
+    for name in ("intro", "glossary", "errata", "references", "notation", "for-instructors", "execution-report"):
         assert (html / "book" / f"{name}.html").exists(), f"book page {name} missing"
     # The pages load their scripts from the site, never from a CDN.
     page = (html / "notebooks" / f"{CHAPTERS[0].stem}.html").read_text(encoding="utf-8")
