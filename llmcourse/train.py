@@ -12,6 +12,12 @@ all randomness from it, and a checkpoint (which saves its state) resumes the dat
     history = train(model, LMBatcher(train_stream, 64, 32), cfg, val_batch=LMBatcher(val_stream, 64, 32))
     history["train_loss"], history["val_step"], history["val_loss"]
 
+Data parallelism: run the same script under ``torchrun --nproc_per_node=N`` and ``train`` joins the
+process group (gloo on CPU, NCCL on GPUs), wraps the model in DistributedDataParallel, gives each
+process its slice of every batch (``batch_size`` is the global batch), records the global loss, and
+writes checkpoints from rank 0 only — the calling code does not change, and N processes make the
+same updates as one process on the whole batch.
+
 Step convention: ``history["step"][s] == s`` is the number of updates made *before* the batch whose loss
 is ``history["train_loss"][s]``; ``history["val_step"]`` counts updates the same way (0 = at
 initialisation), so train and validation curves share one x-axis.
@@ -52,6 +58,8 @@ class TrainConfig:
     grad_accum_steps`` examples). ``amp`` uses bfloat16 autocast on CUDA GPUs that support it and is
     ignored elsewhere. ``progress=None`` shows a tqdm bar only in an interactive terminal (never in
     notebooks or tests, where it would pollute stored outputs) unless ``$LLMCOURSE_PROGRESS=1``.
+    ``compile`` runs the forward and backward passes through ``torch.compile`` (slower to start,
+    faster per step on GPUs; the weights and checkpoints are the plain model's).
     """
 
     max_steps: int = 1000
@@ -70,6 +78,7 @@ class TrainConfig:
     checkpoint_interval: int | None = None
     seed: int = 0
     progress: bool | None = None
+    compile: bool = False
 
     def __post_init__(self):
         def positive_int(name, allow_none=False, minimum=1):
@@ -107,6 +116,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.checkpoint_interval is set but checkpoint_path is None; say where to save")
         if self.checkpoint_path is not None:
             self.checkpoint_path = os.fspath(self.checkpoint_path)
+        if not isinstance(self.compile, bool):
+            raise TypeError(f"TrainConfig.compile must be a bool, got {type(self.compile).__name__}")
 
 
 # ---- learning rate and optimizer ------------------------------------------------------------------
@@ -344,9 +355,56 @@ def _restore(path, state, model, optimizer, generator) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
 
 
+# ---- data parallelism (torchrun) ------------------------------------------------------------------
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """``(rank, world_size)``; under ``torchrun`` (``WORLD_SIZE`` > 1) also joins the process group
+    (gloo on CPU, NCCL on CUDA) if the caller has not. Without torchrun: ``(0, 1)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _shard(batch, rank: int, world: int):
+    """This rank's rows of the global batch: every rank draws the same batch from the shared seeded
+    generator and keeps a contiguous slice, so N processes together see exactly one process's batch."""
+    rows = _batch_rows(batch)
+    if rows % world:
+        raise ValueError(f"the batch has {rows} rows, which {world} processes cannot share equally; "
+                         f"use a batch size divisible by the number of processes")
+    lo, hi = rank * rows // world, (rank + 1) * rows // world
+    if isinstance(batch, dict):
+        return {k: v[lo:hi] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows else v
+                for k, v in batch.items()}
+    return tuple(t[lo:hi] for t in batch)
+
+
+def _local_device(device: torch.device, world: int) -> torch.device:
+    """Under torchrun on GPUs each process takes the GPU of its LOCAL_RANK."""
+    if world > 1 and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 # ---- the loop -------------------------------------------------------------------------------------
 def _empty_history() -> dict[str, list]:
     return {k: [] for k in HISTORY_KEYS}
+
+
+def _save(rank, world, cfg, model, optimizer, step, history, generator) -> None:
+    """Rank 0 writes (all ranks hold the same state); the others wait until the file is complete."""
+    if rank == 0:
+        save_checkpoint(cfg.checkpoint_path, model, optimizer, step, history, generator, cfg)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: Callable | None = None,
@@ -382,11 +440,19 @@ def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: C
         raise ValueError(f"stop_at must be an int in [1, max_steps={cfg.max_steps}], got {stop_at!r}")
     if resume and cfg.checkpoint_path is None:
         raise ValueError("resume=True needs TrainConfig.checkpoint_path")
-    if device is not None:
-        device = torch.device(device)
-        model.to(device)
-    else:
-        device = _model_device(model)
+    device = torch.device(device) if device is not None else _model_device(model)
+    rank, world = _distributed(device)
+    device = _local_device(device, world)
+    model.to(device)
+    # Under torchrun, forward/backward go through DistributedDataParallel, which averages the
+    # gradients of all processes during backward (and copies rank 0's initial weights to all).
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
 
     optimizer = make_optimizer(model, cfg, device)
     generator = torch.Generator().manual_seed(cfg.seed)  # the data order: saved in checkpoints
@@ -427,7 +493,7 @@ def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: C
             history.setdefault(key, []).append(value)
 
     bar = None
-    if _want_progress(cfg.progress):
+    if rank == 0 and _want_progress(cfg.progress):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=end, initial=start, desc="train", dynamic_ncols=True)
@@ -441,14 +507,22 @@ def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: C
                 group["lr"] = lr
             total = torch.zeros((), device=device)
             for micro in range(k):
-                batch = _to_device(get_batch(step * k + micro, generator), device)
+                batch = get_batch(step * k + micro, generator)
                 if cfg.batch_size is not None and _batch_rows(batch) != cfg.batch_size:
                     raise ValueError(f"get_batch returned {_batch_rows(batch)} rows but config.batch_size is {cfg.batch_size}")
-                with amp:
-                    loss = _loss_of(_call_model(model, batch))
-                # mean of the k micro-batch means = the mean over one k-times-larger batch (equal sizes)
-                (loss / k).backward()
+                batch = _to_device(_shard(batch, rank, world) if world > 1 else batch, device)
+                # Processes synchronise gradients only on the last micro-batch of an update.
+                sync = contextlib.nullcontext() if world == 1 or micro == k - 1 else net.no_sync()
+                with sync, amp:
+                    loss = _loss_of(_call_model(net, batch))
+                    # mean of the k micro-batch means = the mean over one k-times-larger batch (equal sizes)
+                    (loss / k).backward()
                 total += loss.detach().float()
+            if world > 1:  # the history records the loss of the whole (global) batch, the same on every rank
+                import torch.distributed as dist
+
+                dist.all_reduce(total)
+                total /= world
             max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")  # inf: measure only
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             optimizer.step()
@@ -465,11 +539,11 @@ def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: C
                 bar.update(1)
                 bar.set_postfix(loss=f"{train_loss:.4f}")
             if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done < end:
-                save_checkpoint(cfg.checkpoint_path, model, optimizer, done, history, generator, cfg)
+                _save(rank, world, cfg, model, optimizer, done, history, generator)
         if end == cfg.max_steps:
             evaluate(end)
         if cfg.checkpoint_path is not None and start < end:
-            save_checkpoint(cfg.checkpoint_path, model, optimizer, end, history, generator, cfg)
+            _save(rank, world, cfg, model, optimizer, end, history, generator)
     finally:
         if bar is not None:
             bar.close()
