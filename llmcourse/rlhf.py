@@ -1,0 +1,332 @@
+"""Learning from human preferences (基于人类反馈的强化学习, RLHF): the pieces chapter 9 derives.
+
+The pipeline of Ziegler et al. (2019), Stiennon et al. (2020) and InstructGPT (Ouyang et al., 2022):
+
+1. *supervised fine-tuning (监督微调, SFT)*: a language model trained on demonstrations;
+2. a *reward model (奖励模型)* :class:`RewardModel` trained on preference pairs (chosen ≻ rejected) with the
+   Bradley–Terry loss :func:`bradley_terry_loss`, ``-log σ(r(chosen) - r(rejected))``;
+3. PPO against the reward with a KL penalty to the frozen SFT model (:mod:`llmcourse.ppo`);
+
+and two alternatives: DPO (Rafailov et al., 2023; :func:`dpo_loss`, :class:`DPOObjective`), which
+learns from the pairs directly without a reward model, and best-of-n sampling
+(:func:`best_of_n_kl_bound`).
+
+A batch of *responses* is two tensors: ``seqs`` (B, P + L), a shared prompt of P tokens followed by
+at most L response tokens, padded with ``pad_id`` after the response's first ``<eos>``; and ``mask``
+(B, L), True at the real response tokens (those up to and including the first ``<eos>``). Position
+``P - 1 + k`` of the model's output predicts response token ``k``. :func:`encode_responses` builds this
+from texts, :func:`sample_responses` from a model.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .batching import IGNORE_INDEX
+from .models.gpt import GPT, GPTConfig
+
+
+# ---- checks -------------------------------------------------------------------------------------
+def _check_gpt(model, name: str = "model") -> GPT:
+    if not isinstance(model, GPT):
+        raise TypeError(f"{name} must be an llmcourse.models.GPT, got {type(model).__name__}")
+    return model
+
+
+def _check_pair(a, b, names: str) -> None:
+    for x in (a, b):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"{names} must be float tensors, got {type(x).__name__}"
+                            + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+    if a.shape != b.shape:
+        raise ValueError(f"{names} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def check_responses(seqs, mask) -> int:
+    """Check a ``(seqs, mask)`` response batch (see the module docstring); return the prompt length P."""
+    if not isinstance(seqs, torch.Tensor) or seqs.dim() != 2 or seqs.dtype != torch.long:
+        raise TypeError("seqs must be a (B, P + L) torch.long tensor of token ids, got "
+                        + (f"{seqs.dim()}-D {seqs.dtype}" if isinstance(seqs, torch.Tensor) else type(seqs).__name__))
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+        raise TypeError("mask must be a (B, L) bool tensor marking the real response tokens")
+    if mask.size(0) != seqs.size(0) or not 1 <= mask.size(1) < seqs.size(1):
+        raise ValueError(f"mask {tuple(mask.shape)} does not fit seqs {tuple(seqs.shape)}: expected (B, L) with "
+                         "1 <= L < seqs.size(1) (the prompt takes at least one position)")
+    if not bool(mask[:, 0].all()) or bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        raise ValueError("each row of mask must be a non-empty prefix (True... then False...): a response is its "
+                         "tokens up to and including the first <eos>")
+    return seqs.size(1) - mask.size(1)
+
+
+# ---- building response batches -------------------------------------------------------------------
+def encode_responses(id_lists: Sequence[Sequence[int]], prompt: Sequence[int], max_len: int, eos_id: int,
+                     pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Response batch of given token lists (e.g. human reviews): each cut to ``max_len`` tokens, with
+    ``<eos>`` appended when it fits (a complete text), exactly as :func:`sample_responses` shapes samples."""
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be an int >= 1, got {max_len!r}")
+    if isinstance(id_lists, (str, torch.Tensor)) or len(id_lists) == 0:
+        raise ValueError("id_lists must be a non-empty list of token-id lists")
+    prompt = list(prompt)
+    if not prompt:
+        raise ValueError("prompt must hold at least one token (e.g. [eos])")
+    rows = [(list(ids) + [eos_id])[:max_len] for ids in id_lists]
+    seqs = torch.full((len(rows), len(prompt) + max_len), pad_id, dtype=torch.long)
+    seqs[:, : len(prompt)] = torch.tensor(prompt)
+    lengths = torch.tensor([len(r) for r in rows])  # (B,)
+    for i, r in enumerate(rows):  # one Python step per text, not per token
+        seqs[i, len(prompt): len(prompt) + len(r)] = torch.tensor(r, dtype=torch.long)
+    mask = torch.arange(max_len)[None, :] < lengths[:, None]  # (B, L)
+    return seqs, mask
+
+
+def _cached_forward(model: GPT, idx: torch.Tensor, start: int, cache: list) -> torch.Tensor:
+    """The GPT's forward pass for new tokens ``idx`` (B, T) at positions ``start..start+T-1``, reusing the
+    keys and values of earlier positions from ``cache`` (one (k, v) pair per layer, extended in place).
+    Returns the final hidden state of the last position (B, C). Eval mode only (no dropout)."""
+    B, T = idx.shape
+    tr = model.transformer
+    x = tr.wte(idx) + tr.wpe(torch.arange(start, start + T, device=idx.device))  # (B, T, C)
+    for i, block in enumerate(tr.h):
+        attn = block.attn
+        C, H = attn.n_embd, attn.n_head
+        q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)  # 3 x (B, T, C)
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if cache[i] is not None:  # earlier positions: computed once, not at every step
+            k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
+        cache[i] = (k, v)
+        # the prompt (cache empty) needs the causal mask; one new token may see every cached position
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=start == 0 and T > 1)  # (B, H, T, D)
+        x = x + attn.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        x = x + block.mlp(block.ln_2(x))
+    return tr.ln_f(x[:, -1])  # (B, C)
+
+
+@torch.no_grad()
+def sample_responses(model: GPT, prompt: Sequence[int], n: int, max_new_tokens: int, eos_id: int,
+                     generator: torch.Generator, temperature: float = 1.0, pad_id: int = 0):
+    """Sample ``n`` responses to ``prompt`` at once: a response batch ``(seqs, mask)``.
+
+    Each step feeds only the newest token and keeps the attention keys and values of the earlier ones
+    (a KV cache), and the output layer runs at the last position only: about ``L / 2`` times less
+    work than re-running the whole sequence per token. A row stops at its first ``eos_id``; the rest is
+    ``pad_id``. Draws come from ``generator`` (on the CPU), so a seed gives the same samples anywhere.
+    """
+    _check_gpt(model)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a seeded torch.Generator, got {type(generator).__name__}")
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    prompt = list(prompt)
+    P = len(prompt)
+    if P == 0:
+        raise ValueError("prompt must hold at least one token (e.g. [eos])")
+    if P + max_new_tokens - 1 > model.block_size:
+        raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) - 1 exceeds block_size {model.block_size}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        idx = torch.tensor(prompt, dtype=torch.long, device=device).repeat(n, 1)  # (n, P)
+        cache: list = [None] * len(model.transformer.h)
+        h = _cached_forward(model, idx, 0, cache)  # (n, C)
+        out = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        for t in range(max_new_tokens):
+            probs = (model.lm_head(h).float() / temperature).softmax(dim=-1).cpu()  # (n, V)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(device)  # (n,)
+            out[:, t] = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+            done = done | (nxt == eos_id)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            h = _cached_forward(model, nxt.unsqueeze(1), P + t, cache)
+    finally:
+        model.train(was_training)
+    # real tokens: up to and including the first eos (a row without eos is real to the end)
+    is_eos = out == eos_id
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # eos tokens strictly before position t
+    mask = before == 0  # (n, L)
+    return torch.cat([idx, out], dim=1), mask
+
+
+# ---- log-probabilities under a GPT ----------------------------------------------------------------
+def gpt_hidden(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Final hidden states (B, T, C) of a GPT (after ``ln_f``), i.e. the input of its output layer.
+    Reward and value heads read these instead of the next-token logits."""
+    model._check_input(idx, None)
+    x = model._embed(idx)  # (B, T, C)
+    for block in model.transformer.h:
+        x = block(x)
+    return model.transformer.ln_f(x)  # (B, T, C)
+
+
+def token_logprobs(model: GPT, seqs: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """``log π(y_k | prompt, y_<k)`` for every response position (B, L); padding positions hold
+    whatever the pad id scores (multiply by ``mask``). Differentiable."""
+    logits, _ = model(seqs[:, :-1])  # (B, P + L - 1, V)
+    logp = logits[:, prompt_len - 1:].float().log_softmax(dim=-1)  # (B, L, V)
+    return logp.gather(-1, seqs[:, prompt_len:].unsqueeze(-1)).squeeze(-1)  # (B, L)
+
+
+def sequence_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``Σ_k log π(y_k) - log π_ref(y_k)`` over each response's real tokens (B,). For responses sampled
+    from π, its mean estimates KL(π ‖ π_ref) over whole responses (nats per response)."""
+    _check_pair(logp, ref_logp, "logp and ref_logp")
+    return ((logp - ref_logp) * mask).sum(dim=1)
+
+
+def sft_batcher(seqs: torch.Tensor, mask: torch.Tensor, batch_size: int):
+    """``get_batch(i, generator) -> (x, y)`` for :func:`llmcourse.train.train`: random rows of a
+    response batch; targets are the response tokens, :data:`IGNORE_INDEX` on the prompt and padding."""
+    P = check_responses(seqs, mask)
+    y_all = seqs[:, 1:].clone()  # (N, P + L - 1)
+    y_all[:, : P - 1] = IGNORE_INDEX
+    y_all[:, P - 1:][~mask] = IGNORE_INDEX
+
+    def get_batch(i: int, generator: torch.Generator):
+        rows = torch.randint(seqs.size(0), (batch_size,), generator=generator)
+        return seqs[rows, :-1], y_all[rows]
+
+    return get_batch
+
+
+# ---- the reward model and the Bradley–Terry loss --------------------------------------------------
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Mean ``-log σ(r_chosen - r_rejected)``: the negative log-likelihood of the preferences under the
+    Bradley–Terry model ``P(chosen ≻ rejected) = σ(r_chosen - r_rejected)``. Equal rewards give ln 2."""
+    _check_pair(r_chosen, r_rejected, "r_chosen and r_rejected")
+    return F.softplus(r_rejected - r_chosen).mean()  # softplus(-d) = -log σ(d), without overflow
+
+
+class RewardModel(nn.Module):
+    """A GPT body with a scalar head on the hidden state of each response's last real token (which has
+    read the whole text: attention is causal). ``forward(seqs, mask)`` returns ``(rewards (B,), None)``;
+    with ``rejected`` and ``rejected_mask`` it returns ``(r_chosen - r_rejected, Bradley–Terry loss)``,
+    the ``(output, loss)`` contract of :func:`llmcourse.train.train` for a batch of pairs."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.body = GPT(config)
+        self.head = nn.Linear(config.n_embd, 1)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_gpt(cls, model: GPT) -> "RewardModel":
+        """A reward model whose body starts as a copy of ``model`` (usually the SFT model, which already
+        reads the texts it will judge)."""
+        rm = cls(_check_gpt(model).config)
+        rm.body.load_state_dict(model.state_dict())
+        return rm.to(next(model.parameters()).device)
+
+    def score(self, seqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        P = check_responses(seqs, mask)
+        last = P + mask.sum(dim=1) - 1  # (B,) position of each response's last real token
+        h = gpt_hidden(self.body, seqs)  # (B, T, C)
+        return self.head(h[torch.arange(seqs.size(0), device=seqs.device), last]).squeeze(-1).float()  # (B,)
+
+    def forward(self, seqs, mask, rejected=None, rejected_mask=None):
+        if rejected is None:
+            return self.score(seqs, mask), None
+        B = seqs.size(0)
+        r = self.score(torch.cat([seqs, rejected]), torch.cat([mask, rejected_mask]))  # one pass for both
+        return r[:B] - r[B:], bradley_terry_loss(r[:B], r[B:])
+
+
+def pair_batcher(chosen, chosen_mask, rejected, rejected_mask, batch_size: int):
+    """``get_batch(i, generator) -> dict`` of random preference pairs, for :class:`RewardModel` and
+    :class:`DPOObjective` under :func:`llmcourse.train.train`."""
+    check_responses(chosen, chosen_mask)
+    check_responses(rejected, rejected_mask)
+    if chosen.shape != rejected.shape:
+        raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} must have the same shape")
+
+    def get_batch(i: int, generator: torch.Generator) -> dict:
+        rows = torch.randint(chosen.size(0), (batch_size,), generator=generator)
+        return dict(seqs=chosen[rows], mask=chosen_mask[rows], rejected=rejected[rows], rejected_mask=rejected_mask[rows])
+
+    return get_batch
+
+
+def platt_scale(scores: torch.Tensor, labels: torch.Tensor, l2: float = 1e-6, max_iter: int = 50):
+    """Fit ``P(label = 1 | score) = σ(a · score + b)`` (Platt scaling) by Newton's method; return (a, b).
+
+    The Bradley–Terry loss fixes rewards only up to an added constant, so a reward alone does not say
+    "positive"; this logistic fit on labelled texts does. ``l2`` (a tiny ridge) keeps it finite on
+    separable data.
+    """
+    if not isinstance(scores, torch.Tensor) or not isinstance(labels, torch.Tensor) or scores.shape != labels.shape \
+            or scores.dim() != 1 or scores.numel() < 2:
+        raise ValueError("scores and labels must be 1-D tensors of the same length (at least 2)")
+    y = labels.double()
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError("labels must be 0 or 1")
+    X = torch.stack([scores.double(), torch.ones_like(y)], dim=1)  # (N, 2)
+    w = torch.zeros(2, dtype=torch.float64)
+    for _ in range(max_iter):
+        p = torch.sigmoid(X @ w)
+        grad = X.T @ (p - y) + l2 * w
+        hess = X.T @ (X * (p * (1 - p))[:, None]) + l2 * torch.eye(2, dtype=torch.float64)
+        step = torch.linalg.solve(hess, grad)
+        w = w - step
+        if float(step.abs().max()) < 1e-12:
+            break
+    return float(w[0]), float(w[1])
+
+
+# ---- DPO and best-of-n ----------------------------------------------------------------------------
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """DPO: mean ``-log σ(β [(log π(y_w) - log π_ref(y_w)) - (log π(y_l) - log π_ref(y_l))])`` from the
+    sequence log-probabilities (B,) of the chosen (w) and rejected (l) responses. ``β log π/π_ref`` is
+    the implicit reward; the loss is the Bradley–Terry loss on it, so policy = reference gives ln 2."""
+    _check_pair(policy_chosen, policy_rejected, "policy_chosen and policy_rejected")
+    _check_pair(ref_chosen, ref_rejected, "ref_chosen and ref_rejected")
+    _check_pair(policy_chosen, ref_chosen, "policy and reference log-probabilities")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+        raise ValueError(f"beta must be a number > 0, got {beta!r}")
+    return bradley_terry_loss(beta * (policy_chosen - ref_chosen), beta * (policy_rejected - ref_rejected))
+
+
+class DPOObjective(nn.Module):
+    """The DPO loss of a trainable ``policy`` against a frozen copy ``reference`` on a batch of pairs:
+    ``forward(seqs, mask, rejected, rejected_mask) -> (implicit reward margins (B,), loss)``, trainable
+    with :func:`llmcourse.train.train` and :func:`pair_batcher` (only the policy has gradients)."""
+
+    def __init__(self, policy: GPT, reference: GPT, beta: float = 0.1) -> None:
+        super().__init__()
+        self.policy, self.reference, self.beta = _check_gpt(policy, "policy"), _check_gpt(reference, "reference"), beta
+        self.reference.requires_grad_(False)
+
+    def forward(self, seqs, mask, rejected, rejected_mask):
+        P = check_responses(seqs, mask)
+        both, both_mask = torch.cat([seqs, rejected]), torch.cat([mask, rejected_mask])  # (2B, ...)
+        logp = (token_logprobs(self.policy, both, P) * both_mask).sum(dim=1)  # (2B,)
+        with torch.no_grad():
+            ref = (token_logprobs(self.reference, both, P) * both_mask).sum(dim=1)
+        B = seqs.size(0)
+        margins = self.beta * ((logp[:B] - ref[:B]) - (logp[B:] - ref[B:]))
+        return margins.detach(), dpo_loss(logp[:B], logp[B:], ref[:B], ref[B:], self.beta)
+
+
+def best_of_n_kl_bound(n: int) -> float:
+    """KL(best-of-n ‖ base) = ``log n - (n - 1) / n`` nats for a continuous reward without ties
+    (Stiennon et al., 2020; an upper bound in general, Beirami et al., 2024)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    return math.log(n) - (n - 1) / n
+
+
+__all__ = [
+    "DPOObjective", "RewardModel", "best_of_n_kl_bound", "bradley_terry_loss", "check_responses", "dpo_loss",
+    "encode_responses", "gpt_hidden", "pair_batcher", "platt_scale", "sample_responses", "sequence_kl",
+    "sft_batcher", "token_logprobs",
+]
