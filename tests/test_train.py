@@ -331,3 +331,25 @@ def test_forced_progress_bar_runs(capsys):
     h = train(small_lstm(), LMBatcher(STREAM, 8, 4), cfg(max_steps=3, eval_interval=None, progress=True))
     assert len(h["train_loss"]) == 3
     assert "3/3" in capsys.readouterr().err
+
+
+def test_compile_option_gives_the_same_training_as_eager():
+    """TrainConfig(compile=True) runs forward/backward through torch.compile; same losses to float
+    tolerance, and the model (not a compiled wrapper) keeps the weights."""
+    from llmcourse.models import GPT, GPTConfig
+
+    def get_batch(i, generator):
+        x = torch.randint(0, 40, (8, 12), generator=generator)
+        return x, x.roll(-1, dims=1)
+
+    runs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=1, n_head=2, n_embd=32))
+        history = train(model, get_batch, TrainConfig(max_steps=4, lr=3e-3, eval_interval=None, compile=compiled))
+        runs[compiled] = (history["train_loss"], model.state_dict())
+    torch.testing.assert_close(torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), atol=1e-5, rtol=1e-5)
+    for name, value in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][name], value, atol=1e-5, rtol=1e-4)
+    with pytest.raises(TypeError, match="compile must be a bool"):
+        TrainConfig(compile="yes")
