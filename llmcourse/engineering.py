@@ -1,0 +1,385 @@
+"""Training at scale, measured (训练速度与泛化): the reusable pieces of chapter 10.
+
+* :func:`measure_throughput` times training steps (forward, backward, AdamW update) and reports
+  tokens per second, optionally under bf16 autocast or another thread count.
+* :func:`explicit_attention` makes a :class:`~llmcourse.models.GPT` compute attention with the written-out
+  formula instead of the fused ``scaled_dot_product_attention`` kernel, to measure what fusion buys.
+* :class:`MicroBatches` splits every batch of a ``get_batch`` into ``k`` micro-batches, so that
+  ``train(..., grad_accum_steps=k)`` sees exactly the data of one k-times-larger batch.
+* :func:`run_torchrun` runs a script under ``torchrun`` (data-parallel processes) from Python or a notebook.
+* Pruning (剪枝): :func:`global_magnitude_masks` (the rule, from scratch), :func:`prune_linears` (with
+  ``torch.nn.utils.prune``), :func:`count_nonzero`, :func:`storage_bytes` (dense or CSR) and
+  :func:`make_pruning_permanent`.
+* :class:`NoisyLMBatcher`: language-model windows with random character deletion and replacement, a
+  simple data augmentation (数据增强) for text.
+
+Everything random takes a seeded ``torch.Generator`` (or a seed), so results are reproducible.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import prune
+
+from .batching import LMBatcher
+
+
+# ---- throughput -----------------------------------------------------------------------------------
+class Throughput(NamedTuple):
+    tokens_per_s: float
+    seconds_per_step: float
+    tokens_per_step: int
+
+
+def _rows_tokens(batch) -> int:
+    x = batch["input_ids"] if isinstance(batch, dict) else batch[0]
+    return x.numel()
+
+
+def measure_throughput(model: nn.Module, get_batch: Callable, steps: int = 10, warmup: int = 2, *,
+                       repeats: int = 1, lr: float = 1e-3, autocast_dtype: torch.dtype | None = None,
+                       threads: int | None = None, seed: int = 0,
+                       clock: Callable[[], float] = time.perf_counter) -> Throughput:
+    """Time ``steps`` training steps of ``model`` on its device, then put its weights back.
+
+    One step is what training does: forward, loss, backward, an AdamW update. ``warmup`` steps run
+    first and are not timed (the first steps allocate memory and pick kernels). ``get_batch(i,
+    generator)`` returns ``(x, y)`` or a dict with ``input_ids``; tokens per step is the number of
+    input ids. ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs forward and loss under
+    ``torch.autocast``; ``threads`` sets ``torch.set_num_threads`` for the measurement only.
+    With ``repeats > 1`` the ``steps`` steps are timed that many times and the fastest run is kept:
+    other programs on the machine only ever slow a measurement down, so the best of several is the
+    least disturbed (the convention of Python's ``timeit``). ``clock`` is the timer (a parameter so
+    that tests can pass a fake one). The model's state dict and train/eval mode are restored
+    afterwards (its ``.grad`` fields are left empty).
+    """
+    for name, value, minimum in (("steps", steps, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    device = next(model.parameters()).device
+    # A snapshot rather than copy.deepcopy: pruned modules hold a computed (non-leaf) weight that
+    # cannot be deep-copied.
+    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    batches = [get_batch(i, generator) for i in range(warmup + steps)]  # drawn before timing starts
+    batches = [{k: v.to(device) for k, v in b.items()} if isinstance(b, dict) else tuple(t.to(device) for t in b)
+               for b in batches]
+    amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model.train()
+
+    def run(steps_batches):
+        for batch in steps_batches:
+            with amp:
+                out = model(**batch) if isinstance(batch, dict) else model(*batch)
+                loss = out[1] if isinstance(out, (tuple, list)) else out["loss"]
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # GPU work is asynchronous: wait before reading the clock
+
+    try:
+        run(batches[:warmup])
+        times = []
+        for _ in range(repeats):
+            start = clock()
+            run(batches[warmup:])
+            times.append(clock() - start)
+        elapsed = min(times)
+    finally:
+        torch.set_num_threads(before)
+        model.load_state_dict(snapshot)
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    if elapsed <= 0:
+        raise RuntimeError(f"the clock did not advance over {steps} steps; use a finer clock or more steps")
+    tokens = _rows_tokens(batches[-1])
+    return Throughput(tokens * steps / elapsed, elapsed / steps, tokens)
+
+
+@contextlib.contextmanager
+def explicit_attention(model: nn.Module):
+    """Inside the ``with`` block, every ``CausalSelfAttention`` of ``model`` computes
+    ``softmax(QK^T/sqrt(d) + mask) V`` step by step (the path ``GPT.attention_maps`` uses), forming the
+    (T, T) weight matrix of every head, instead of calling the fused SDPA kernel. Same function,
+    different speed and memory."""
+    from .models.gpt import CausalSelfAttention
+
+    layers = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
+    if not layers:
+        raise ValueError("the model has no llmcourse CausalSelfAttention layers to switch")
+
+    def forward(layer, x):
+        return CausalSelfAttention.forward(layer, x, return_attention=True)[0]
+
+    for layer in layers:
+        # An instance attribute shadows the class's forward. A bound method (not a closure), so that
+        # copy.deepcopy of the model binds the copy's forward to the copied layer.
+        layer.forward = types.MethodType(forward, layer)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+# ---- gradient accumulation ------------------------------------------------------------------------
+class MicroBatches:
+    """``get_batch`` for ``train(..., grad_accum_steps=k)`` that cuts each batch of ``get_batch`` into
+    ``k`` equal micro-batches.
+
+    Micro-batch ``i`` belongs to update ``i // k``; at its first micro-batch the whole batch is drawn
+    from the loop's generator (once, as a run with ``k = 1`` draws it), so the k micro-batches of an
+    update together are exactly the batch a ``k = 1`` run trains on, and the generator advances
+    identically: accumulation changes memory use, not the data.
+    """
+
+    def __init__(self, get_batch: Callable, k: int):
+        if not callable(get_batch):
+            raise TypeError("get_batch must be a function get_batch(i, generator) -> (x, y) or a dict of tensors")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k (micro-batches per batch) must be an int >= 1, got {k!r}")
+        self.get_batch, self.k = get_batch, k
+        self._step, self._batch = None, None
+
+    def __call__(self, i: int, generator: torch.Generator):
+        step, micro = divmod(i, self.k)
+        if micro == 0:
+            self._step, self._batch = step, self.get_batch(step, generator)
+        elif self._step != step:
+            raise RuntimeError(f"micro-batch {i} requested before micro-batch {step * self.k} of its update; "
+                               "MicroBatches must be called in order (as llmcourse.train does)")
+        batch = self._batch
+        tensors = batch.values() if isinstance(batch, dict) else batch
+        rows = next(t for t in tensors if isinstance(t, torch.Tensor)).shape[0]
+        if rows % self.k:
+            raise ValueError(f"a batch of {rows} rows cannot be cut into {self.k} equal micro-batches; "
+                             f"use a batch size divisible by k")
+        lo, hi = micro * rows // self.k, (micro + 1) * rows // self.k
+        if isinstance(batch, dict):
+            return {key: v[lo:hi] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows else v
+                    for key, v in batch.items()}
+        return tuple(t[lo:hi] for t in batch)
+
+
+# ---- data parallelism -----------------------------------------------------------------------------
+def run_torchrun(script: str | os.PathLike, nproc: int, args: Sequence[str] = (), *, cwd=None,
+                 timeout: float = 600, threads_per_process: int = 1) -> subprocess.CompletedProcess:
+    """Run ``python -m torch.distributed.run --standalone --nproc_per_node=nproc script args...``.
+
+    Each process gets ``OMP_NUM_THREADS=threads_per_process`` (N processes on N cores, not N x cores
+    threads fighting for them). Output is captured (torchrun prints set-up notices on stderr); a failed
+    run raises ``RuntimeError`` with the end of its output.
+    """
+    script = os.fspath(script)
+    if not os.path.isfile(script):
+        raise FileNotFoundError(f"no script at {script!r}; write the training script to a file first")
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc must be an int >= 1, got {nproc!r}")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = str(threads_per_process)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               script, *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    if result.returncode != 0:
+        tail = (result.stdout[-2000:] + "\n" + result.stderr[-4000:]).strip()
+        raise RuntimeError(f"torchrun exited with status {result.returncode}:\n{tail}")
+    return result
+
+
+# ---- pruning --------------------------------------------------------------------------------------
+def global_magnitude_masks(weights: Sequence[torch.Tensor], amount: float) -> list[torch.Tensor]:
+    """Masks (1 keep, 0 prune) that remove the ``round(amount * N)`` entries of smallest absolute value
+    among all ``N`` entries of ``weights`` taken together (global magnitude pruning): one threshold for
+    every layer, so layers with many small weights lose more of them."""
+    weights = list(weights)
+    if not weights or not all(isinstance(w, torch.Tensor) for w in weights):
+        raise TypeError("weights must be a non-empty list of tensors")
+    _check_amount(amount)
+    scores = torch.cat([w.detach().abs().flatten() for w in weights])  # (N,)
+    n_prune = round(amount * scores.numel())
+    keep = torch.ones_like(scores)
+    if n_prune:
+        keep[torch.topk(scores, n_prune, largest=False).indices] = 0  # the n_prune smallest magnitudes
+    return [m.view_as(w) for m, w in zip(keep.split([w.numel() for w in weights]), weights)]
+
+
+def _check_amount(amount) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount <= 1:
+        raise ValueError(f"amount must be the fraction of weights to prune, a number in [0, 1], got {amount!r}")
+
+
+def prunable_linears(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """``(module, "weight")`` for every ``nn.Linear`` of ``model`` whose weight is not shared with an
+    embedding. A GPT's output layer is tied to the token embedding (one matrix, two uses), so it is
+    left out: pruning it would zero rows of the input lookup too."""
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    found = []
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            weight = getattr(module, "weight_orig", module.weight)
+            if id(weight) not in embedding_weights:
+                found.append((module, "weight"))
+    if not found:
+        raise ValueError("the model has no nn.Linear layers (other than a tied output layer) to prune")
+    return found
+
+
+PRUNE_METHODS = ("global", "layer", "random")
+
+
+def prune_linears(model: nn.Module, amount: float, method: str = "global", seed: int = 0) -> nn.Module:
+    """Prune the weights of :func:`prunable_linears` in place with ``torch.nn.utils.prune`` and return
+    the model. ``method``: ``"global"`` (smallest magnitudes over all layers together,
+    ``global_unstructured``), ``"layer"`` (``amount`` of each layer, ``l1_unstructured``) or
+    ``"random"`` (a random ``amount`` of each layer, a baseline; seeded by ``seed``).
+
+    The module keeps ``weight_orig`` (trainable) and a ``weight_mask`` buffer, and computes ``weight =
+    weight_orig * weight_mask`` before each forward, so fine-tuning keeps pruned weights at zero.
+    """
+    _check_amount(amount)
+    if method not in PRUNE_METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; expected one of {PRUNE_METHODS}")
+    targets = prunable_linears(model)
+    if method == "global":
+        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
+    elif method == "layer":
+        for module, name in targets:
+            prune.l1_unstructured(module, name, amount=amount)
+    else:
+        with torch.random.fork_rng(devices=[]):  # random_unstructured draws from torch's global RNG
+            torch.manual_seed(seed)
+            for module, name in targets:
+                prune.random_unstructured(module, name, amount=amount)
+    return model
+
+
+def make_pruning_permanent(model: nn.Module) -> nn.Module:
+    """Fold every mask into its weight (``prune.remove``): plain parameters with zeros, no
+    ``weight_orig``/``weight_mask`` pair in the state dict (which stores both: twice the size)."""
+    for module in model.modules():
+        for name in [n[:-5] for n, _ in module.named_parameters(recurse=False) if n.endswith("_orig")]:
+            prune.remove(module, name)
+    return model
+
+
+def effective_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The tensors the model computes with: every parameter once (tied ones counted once), with a pruned
+    ``weight_orig`` replaced by the masked ``weight`` it stands for."""
+    seen, out = set(), []
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if name.endswith("_orig") and hasattr(module, name[:-5] + "_mask"):
+                name = name[:-5]
+                p = p * getattr(module, name + "_mask")  # what the forward pre-hook computes
+            out.append((f"{module_name}.{name}" if module_name else name, p.detach()))
+    return out
+
+
+def count_nonzero(model: nn.Module) -> tuple[int, int]:
+    """``(nonzero, total)`` entries over the model's effective parameters."""
+    tensors = [t for _, t in effective_tensors(model)]
+    return int(sum(int((t != 0).sum()) for t in tensors)), int(sum(t.numel() for t in tensors))
+
+
+def storage_bytes(model: nn.Module, sparse: bool = False, index_dtype: torch.dtype = torch.int64) -> int:
+    """Bytes to store the effective parameters. Dense: ``numel * element size`` each. ``sparse=True``:
+    every matrix whose compressed sparse row form (CSR, 压缩稀疏行) is smaller is stored that way (its
+    nonzero values, one column index per value and ``rows + 1`` row pointers); the others, and all
+    vectors, stay dense. ``torch.int64`` indices are torch's default; ``torch.int32`` halves them."""
+    if index_dtype not in (torch.int64, torch.int32, torch.int16):
+        raise ValueError(f"index_dtype must be torch.int64, int32 or int16, got {index_dtype}")
+    index_size = torch.empty((), dtype=index_dtype).element_size()
+    total = 0
+    for _, t in effective_tensors(model):
+        dense = t.numel() * t.element_size()
+        if sparse and t.dim() == 2:
+            nnz = int((t != 0).sum())
+            csr = nnz * t.element_size() + nnz * index_size + (t.shape[0] + 1) * index_size
+            dense = min(dense, csr)
+        total += dense
+    return total
+
+
+# ---- data augmentation ----------------------------------------------------------------------------
+class NoisyLMBatcher(LMBatcher):
+    """Random language-model windows with character noise, a data augmentation for text.
+
+    For each window, every token is first *deleted* with probability ``p_delete`` (the window is read
+    from a longer stretch of the stream so that ``block_size + 1`` tokens survive); the targets ``y``
+    are the surviving sequence shifted by one, as always. Then each *input* token is *replaced* with
+    probability ``p_replace`` by a token drawn from ``replace_weights`` (e.g. unigram counts; uniform
+    over the vocabulary if ``None``); targets stay clean, so the model learns to predict the true
+    next character from a corrupted context (Xie et al., 2017, call it data noising). With both
+    probabilities 0 the batches are exactly :class:`~llmcourse.batching.LMBatcher`'s.
+    """
+
+    def __init__(self, stream: torch.Tensor, block_size: int, batch_size: int, p_replace: float = 0.0,
+                 p_delete: float = 0.0, replace_weights: torch.Tensor | None = None, vocab_size: int | None = None):
+        super().__init__(stream, block_size, batch_size)
+        for name, p in (("p_replace", p_replace), ("p_delete", p_delete)):
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}")
+        self.p_replace, self.p_delete = float(p_replace), float(p_delete)
+        self.span = block_size + 1 if p_delete == 0 else 2 * (block_size + 1)  # tokens read per window
+        if self.stream.numel() < self.span + 1:
+            raise ValueError(f"stream has {self.stream.numel()} tokens; deletion needs windows of {self.span}")
+        if replace_weights is None:
+            size = vocab_size if vocab_size is not None else int(self.stream.max()) + 1
+            replace_weights = torch.ones(size)
+        replace_weights = torch.as_tensor(replace_weights, dtype=torch.float)
+        if replace_weights.dim() != 1 or (replace_weights < 0).any() or replace_weights.sum() <= 0:
+            raise ValueError("replace_weights must be a 1-D tensor of non-negative weights, one per token id, "
+                             "with a positive sum")
+        self.replace_probs = replace_weights / replace_weights.sum()  # (V,)
+
+    def __call__(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, W = self.batch_size, self.block_size, self.span
+        starts = torch.randint(self.stream.numel() - W + 1, (B,), generator=generator)  # (B,)
+        chunk = self.stream[starts[:, None] + torch.arange(W)[None, :]]  # (B, W)
+        if self.p_delete > 0:
+            keep = torch.rand(B, W, generator=generator) >= self.p_delete  # (B, W)
+            keep[keep.sum(1) < T + 1] = True  # (vanishingly rare) too few survivors: keep that row whole
+            # survivors first, in their original order: a stable sort on "deleted" (False < True)
+            order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices  # (B, W)
+            chunk = chunk.gather(1, order[:, :T + 1])  # (B, T + 1)
+        x, y = chunk[:, :T], chunk[:, 1:T + 1]
+        if self.p_replace > 0:
+            hit = torch.rand(B, T, generator=generator) < self.p_replace  # (B, T)
+            new = torch.multinomial(self.replace_probs, B * T, replacement=True, generator=generator).view(B, T)
+            x = torch.where(hit, new, x)
+        return x, y
+
+    def __repr__(self) -> str:
+        return (f"NoisyLMBatcher(tokens={self.stream.numel()}, block_size={self.block_size}, "
+                f"batch_size={self.batch_size}, p_replace={self.p_replace}, p_delete={self.p_delete})")
+
+
+__all__ = [
+    "MicroBatches", "NoisyLMBatcher", "PRUNE_METHODS", "Throughput", "count_nonzero", "effective_tensors",
+    "explicit_attention", "global_magnitude_masks", "make_pruning_permanent", "measure_throughput",
+    "prunable_linears", "prune_linears", "run_torchrun", "storage_bytes",
+]
