@@ -1,0 +1,129 @@
+"""Fine-tuning (微调) a BERT for classification, and looking inside the encoder.
+
+Chapter 7 pretrains a small BERT by masked language modelling and fine-tunes it on a few labelled
+reviews. This module keeps the pieces the chapter (and chapter 11) reuse:
+
+* :func:`labelled_subset`: "the n labelled examples" of an experiment, a seeded random sample, so
+  every model in a comparison sees exactly the same labels;
+* :func:`finetune_classifier`: one fine-tuning run with the book's training loop;
+* :func:`accuracy`: test accuracy of a sequence classifier;
+* :func:`attention_maps` and :func:`attention_by_offset`: the attention weights of every layer and
+  head, recomputed from the weights (the model itself calls ``F.scaled_dot_product_attention``,
+  which does not return them), and how much weight a token puts on its neighbours at offsets
+  ``-2, -1, 0, 1, 2``: the diagnostic that shows whether pretraining has taught the encoder to look
+  at nearby characters, or still averages over the whole review.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from .metrics import accuracy as _accuracy
+from .mlm import ClassificationBatcher, classification_logits
+from .models.bert import BertModel, _BertBase
+from .train import TrainConfig, train
+
+
+def labelled_subset(items: Sequence, n: int, seed: int) -> list:
+    """The first ``n`` items of a random permutation seeded by ``seed`` (without replacement).
+
+    Different seeds give different subsets; the same seed always gives the same one, so a
+    pretrained and a from-scratch model compared at seed ``s`` are trained on the same labels.
+    """
+    items = list(items)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(items):
+        raise ValueError(f"n must be an int in [1, {len(items)}] (the number of items), got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:n]
+    return [items[i] for i in order.tolist()]
+
+
+def finetune_classifier(model: _BertBase, sequences: Sequence[Sequence[int]], labels: Sequence[int],
+                        config: TrainConfig, batch_size: int = 32, pad_id: int = 0, device=None) -> dict:
+    """Train a :class:`~llmcourse.models.bert.BertForSequenceClassification` on labelled id
+    sequences with :func:`llmcourse.train.train` (random batches drawn with replacement, the data
+    order seeded by ``config.seed``). Returns the training history; the model is trained in place."""
+    if not isinstance(model, _BertBase) or not hasattr(model, "classifier"):
+        raise TypeError(f"model must be a BertForSequenceClassification, got {type(model).__name__}")
+    batches = ClassificationBatcher(sequences, labels, batch_size, pad_id)
+    return train(model, batches, config, device=device)
+
+
+def accuracy(model: nn.Module, sequences: Sequence[Sequence[int]], labels: Sequence[int], pad_id: int = 0) -> float:
+    """Share of ``sequences`` whose arg-max class (in ``eval`` mode) equals the label."""
+    labels = list(labels)
+    if len(labels) != len(sequences):
+        raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels; they must match one to one")
+    predictions = classification_logits(model, sequences, pad_id).argmax(1).tolist()
+    return _accuracy(predictions, labels)
+
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Attention probabilities of every layer: a list of ``n_layer`` tensors (B, H, T, T), where
+    ``[b, h, i, j]`` is how much query position ``i`` attends to key position ``j`` (rows sum to 1,
+    padding keys get 0). Computed in ``eval`` mode (no dropout), exactly as the model's forward pass:
+    ``softmax(Q K^T / sqrt(D))`` with padding keys masked out.
+    """
+    bert = model.bert if isinstance(model, _BertBase) else model
+    if not isinstance(bert, BertModel):
+        raise TypeError(f"model must be a BERT model or BertModel, got {type(model).__name__}")
+    bert.check_inputs(input_ids, attention_mask)
+    was_training = bert.training
+    bert.eval()
+    try:
+        T = input_ids.size(1)
+        pos = torch.arange(T, device=input_ids.device)
+        x = bert.emb_ln(bert.tok_emb(input_ids) + bert.pos_emb(pos) + bert.seg_emb(torch.zeros_like(input_ids)))
+        keep = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        maps = []
+        for layer in bert.layers:
+            attn = layer.attn
+            B, _, C = x.shape
+            D = C // attn.n_head
+            q, k, _ = attn.qkv(x).split(C, dim=2)  # (B, T, C) each
+            q = q.view(B, T, attn.n_head, D).transpose(1, 2)  # (B, H, T, D)
+            k = k.view(B, T, attn.n_head, D).transpose(1, 2)  # (B, H, T, D)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, T, T)
+            if keep is not None:
+                scores = scores.masked_fill(~keep, float("-inf"))
+            maps.append(torch.softmax(scores, dim=-1))
+            x = layer(x, keep)  # the next layer's input, from the model's own forward
+        return maps
+    finally:
+        bert.train(was_training)
+
+
+def attention_by_offset(maps: Sequence[torch.Tensor], attention_mask: torch.Tensor,
+                        offsets: Sequence[int] = (-2, -1, 0, 1, 2)) -> torch.Tensor:
+    """Mean attention weight from a real token at position ``i`` to the real token at ``i + d``, for
+    each layer (rows) and offset ``d`` (columns), averaged over heads and over all query positions
+    that have a real token at ``i + d``. A layer that ignores word order (attention spread evenly over
+    a review of ``n`` tokens) puts about ``1/n`` on every offset; a layer that reads neighbours puts
+    much more on ``-1`` and ``+1``."""
+    if not maps:
+        raise ValueError("maps is empty; pass the list returned by attention_maps")
+    real = attention_mask.bool()  # (B, T)
+    T = real.shape[1]
+    out = torch.zeros(len(maps), len(offsets))
+    for li, probs in enumerate(maps):
+        if probs.dim() != 4 or probs.shape[-1] != T or probs.shape[0] != real.shape[0]:
+            raise ValueError(f"map {li} has shape {tuple(probs.shape)}; expected (B, H, T, T) with B, T of attention_mask {tuple(real.shape)}")
+        mean_heads = probs.float().mean(1)  # (B, T, T)
+        for oi, d in enumerate(offsets):
+            if isinstance(d, bool) or not isinstance(d, int):
+                raise TypeError(f"offsets must be ints, got {d!r}")
+            if abs(d) >= T:
+                continue
+            i = torch.arange(max(0, -d), min(T, T - d))  # query positions whose i + d is inside
+            pair = real[:, i] & real[:, i + d]  # (B, n): both positions are real tokens
+            w = mean_heads[:, i, i + d]  # (B, n)
+            out[li, oi] = w[pair].mean() if pair.any() else float("nan")
+    return out
+
+
+__all__ = ["accuracy", "attention_by_offset", "attention_maps", "finetune_classifier", "labelled_subset"]
