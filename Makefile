@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip --disable-pip-version-check -qq
 
-.PHONY: setup assets book test unit nbval student clean
+.PHONY: setup assets book test unit nbval student weights clean
 setup: $(VENV)/.installed
 
 # MathJax, mermaid and the widget manager from npm, served by the built site (it reads offline).
@@ -46,6 +46,10 @@ nbval: setup
 # prove it still runs top to bottom.
 student: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.coursework student notebooks/*.ipynb --out student --execute
+
+# Retrain the weights the package ships (llmcourse/weights/, minutes of CPU each) from their recipes.
+weights: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.pretrained build all
 
 clean:
 	rm -rf _build

@@ -29,7 +29,6 @@ import inspect
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -38,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .batching import IGNORE_INDEX, EvalWindows
+from .utils import atomic_torch_save
 
 CHECKPOINT_FORMAT = "llmcourse.train/1"
 PROGRESS_ENV = "LLMCOURSE_PROGRESS"  # "1" forces progress bars on, "0" off
@@ -302,19 +302,7 @@ def save_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimize
             "batch_generator": generator.get_state(),
         },
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old or the new file
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: str) -> dict:

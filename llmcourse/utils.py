@@ -1,8 +1,9 @@
-"""Seeds, devices and presets: the three things every chapter sets up first."""
+"""Seeds, devices and presets: the three things every chapter sets up first (and an atomic save)."""
 from __future__ import annotations
 
 import os
 import random
+import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,3 +70,24 @@ def get_preset(name: str | None = None) -> Preset:
             f"unknown preset {chosen!r} (from {source}); expected one of {sorted(PRESETS)}"
         )
     return PRESETS[chosen]
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save(obj, path)`` atomically: to a temporary file in the same folder, then ``os.replace``,
+    so a crash mid-write leaves the previous file intact and a reader never sees half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old or the new file
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,311 @@
+"""Weights trained once by a recipe, shipped with the package, and reproducible (随书附带的预训练权重).
+
+Two results of the book need more computation than a chapter can spend in about 90 s on one CPU
+core: a GPT only beats the Kneser–Ney 5-gram after several passes over the reviews (chapter 6), and
+masked-LM pretraining only helps fine-tuning once it has run for a while (chapter 7). Each chapter
+trains the short run itself, in front of the reader, and then loads weights that :func:`build`
+produced with the *same* model, data and training loop, for longer:
+
+    python -m llmcourse.pretrained list            # the recipes and what they cost
+    python -m llmcourse.pretrained build gpt-reviews   # retrain (minutes on a CPU), rewrite the file
+    python -m llmcourse.pretrained verify all      # retrain into a temporary folder and compare
+
+Nothing is downloaded: the files live in ``llmcourse/weights/``. Recipes train on one CPU thread: a rebuild on
+the same CPU and torch version gives the same weights bit for bit; elsewhere the floating-point sums
+run in another order, and :func:`verify` then compares the recorded metrics instead.
+Files are written atomically and read with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+from .train import CheckpointError, TrainConfig, estimate_loss, train
+from .utils import atomic_torch_save, set_seed
+
+FORMAT = "llmcourse.pretrained/1"
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+METRIC_RTOL = 0.02  # another CPU or torch: the rebuilt metrics must agree within 2 %
+
+
+# ---- the recipes ------------------------------------------------------------------------------------
+def _review_lm():
+    from .lm_eval import review_lm_data
+    return review_lm_data()
+
+
+def gpt_reviews_config(vocab_size: int):
+    """Chapter 6's GPT: 2 pre-LN blocks, 4 heads, 128 wide, 64 characters of context."""
+    from .models import GPTConfig
+    return GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=2, n_head=4, n_embd=128, dropout=0.0,
+                     head_bias=True)
+
+
+GPT_REVIEWS_BATCH = 16
+GPT_REVIEWS_TRAIN = TrainConfig(max_steps=6000, lr=6e-3, min_lr=6e-4, warmup_steps=300, weight_decay=0.0,
+                                betas=(0.9, 0.99), eval_interval=500, eval_steps=10, seed=0)
+
+
+def _gpt_reviews(train_config: TrainConfig):
+    from .batching import LMBatcher
+    from .lm_eval import lm_perplexity
+    from .models import GPT
+
+    lm = _review_lm()
+    config = gpt_reviews_config(len(lm.tokenizer))
+    set_seed(train_config.seed)
+    model = GPT(config)
+    model.init_output_bias(torch.bincount(lm.train, minlength=config.vocab_size))
+    batches = dict(block_size=config.block_size, batch_size=GPT_REVIEWS_BATCH)
+    history = train(model, LMBatcher(lm.train, **batches), train_config, val_batch=LMBatcher(lm.val, **batches),
+                    device="cpu")
+    model.eval()
+    metrics = {f"{split}_ppl": lm_perplexity(model, getattr(lm, split), config.block_size) for split in ("val", "test")}
+    return model, history, metrics
+
+
+def _review_mlm():
+    from . import data
+    from .mlm import BertVocab
+    from .tokenizers import CharTokenizer
+
+    tok = CharTokenizer(min_freq=2).train(data.review_texts("train"))
+    vocab = BertVocab.from_tokenizer(tok)
+    seqs = {split: [vocab.encode(text, BERT_MAX_LEN) for text in data.review_texts(split)] for split in ("train", "val")}
+    return vocab, seqs
+
+
+BERT_MAX_LEN = 64  # [CLS] + up to 62 characters + [SEP]
+
+
+def bert_reviews_config(vocab_size: int, pad_id: int):
+    """Chapter 7's encoder as pretrained: 2 layers, 4 heads, 64 wide, no dropout, init std 0.1."""
+    from .models import BertConfig
+    return BertConfig(vocab_size=vocab_size, max_position=BERT_MAX_LEN, pad_id=pad_id, n_layer=2, n_head=4,
+                      n_embd=64, dropout=0.0, init_std=0.1)
+
+
+MLM_BATCH = 32
+MLM_REVIEWS_TRAIN = TrainConfig(max_steps=12000, lr=3e-3, min_lr=3e-4, warmup_steps=50, weight_decay=0.01,
+                                eval_interval=1000, eval_steps=10, seed=1)
+
+
+def _bert_mlm_reviews(train_config: TrainConfig):
+    from .mlm import MLMBatcher
+    from .models import BertForMaskedLM
+
+    vocab, seqs = _review_mlm()
+    set_seed(train_config.seed)
+    model = BertForMaskedLM(bert_reviews_config(vocab.vocab_size, vocab.pad_id))
+    history = train(model, MLMBatcher(seqs["train"], vocab, MLM_BATCH), train_config,
+                    val_batch=MLMBatcher(seqs["val"], vocab, MLM_BATCH), device="cpu")
+    model.eval()
+    metrics = {"val_mlm_loss": estimate_loss(model, MLMBatcher(seqs["val"], vocab, MLM_BATCH), steps=50)}
+    return model, history, metrics
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    chapter: int
+    description: str
+    model_class: str
+    train_config: TrainConfig
+    run: Callable[[TrainConfig], tuple[nn.Module, dict, dict]]  # -> (model, history, metrics)
+    config: Callable[[], object]  # the model config the recipe builds, without training
+
+
+def _gpt_config_now():
+    return gpt_reviews_config(len(_review_lm().tokenizer))
+
+
+def _bert_config_now():
+    vocab, _ = _review_mlm()
+    return bert_reviews_config(vocab.vocab_size, vocab.pad_id)
+
+
+RECIPES = {
+    "gpt-reviews": Recipe(
+        "gpt-reviews", 6, "chapter 6's GPT trained 10x longer: 6,000 updates of 16 x 64 characters (about 6 epochs)",
+        "GPT", GPT_REVIEWS_TRAIN, _gpt_reviews, _gpt_config_now),
+    "bert-mlm-reviews": Recipe(
+        "bert-mlm-reviews", 7, "chapter 7's encoder pretrained 12x longer: 12,000 MLM updates of 32 reviews",
+        "BertForMaskedLM", MLM_REVIEWS_TRAIN, _bert_mlm_reviews, _bert_config_now),
+}
+
+
+def _recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise KeyError(f"unknown pretrained weights {name!r}; known: {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def weights_path(name: str) -> str:
+    _recipe(name)
+    return os.path.join(WEIGHTS_DIR, f"{name}.pt")
+
+
+# ---- building, loading, verifying -------------------------------------------------------------------
+def _machine() -> dict:
+    return {"torch": str(torch.__version__), "machine": platform.machine(),
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+
+
+def build(name: str, out_dir: str | None = None, max_steps: int | None = None) -> str:
+    """Train recipe ``name`` on one CPU thread (the set-up whose results repeat bit for bit; other thread
+    counts sum in another order) and write its weights file (atomically); returns the path.
+
+    ``max_steps`` shortens the run (for tests of this function only: the file then differs from the
+    shipped one, which :func:`load` does not check).
+    """
+    recipe = _recipe(name)
+    train_config = recipe.train_config
+    if max_steps is not None:
+        from dataclasses import replace
+        train_config = replace(train_config, max_steps=max_steps,
+                               warmup_steps=min(train_config.warmup_steps, max_steps - 1),
+                               eval_interval=max(1, min(train_config.eval_interval or max_steps, max_steps)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CPU results repeat bit for bit at a fixed thread count, not across counts
+    try:
+        start = time.perf_counter()
+        model, history, metrics = recipe.run(train_config)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    state = {
+        "format": FORMAT,
+        "name": name,
+        "model_class": recipe.model_class,
+        "model_config": asdict(model.config),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "train_config": asdict(train_config),
+        "history": {k: list(v) for k, v in history.items()},
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "built_with": {**_machine(), "threads": 1, "seconds": round(seconds, 1)},
+    }
+    path = os.path.join(out_dir, f"{name}.pt") if out_dir is not None else weights_path(name)
+    atomic_torch_save(state, path)
+    return path
+
+
+class Pretrained(NamedTuple):
+    """A model loaded from a weights file, in ``eval`` mode on the CPU, with how it was made."""
+
+    model: nn.Module
+    metrics: dict  # measured when the file was built (a chapter re-measures them)
+    history: dict  # the training history, as :func:`llmcourse.train.train` returns it
+    train_config: dict
+    built_with: dict  # torch version, CPU, threads, seconds
+
+
+def read(path: str) -> dict:
+    """The raw contents of a weights file, checked (format and keys)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no weights file at {path!r}; create it with `python -m llmcourse.pretrained build NAME`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, a pickle with code in it ...
+        raise CheckpointError(f"weights file {path!r} cannot be read: it is corrupt or truncated "
+                              f"({type(e).__name__}); rebuild it with `python -m llmcourse.pretrained build NAME`") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path!r} is not a {FORMAT} weights file (found {found!r})")
+    missing = [k for k in ("name", "model_class", "model_config", "state_dict", "metrics", "history") if k not in state]
+    if missing:
+        raise CheckpointError(f"weights file {path!r} lacks {missing}; it is incomplete")
+    return state
+
+
+def load(name: str, path: str | None = None) -> Pretrained:
+    """Load the shipped weights of recipe ``name`` (or the file at ``path`` built from it).
+
+    The stored model config must equal the one the recipe builds today (same vocabulary, same
+    sizes); otherwise the file is stale and must be rebuilt.
+    """
+    from . import models
+
+    recipe = _recipe(name)
+    path = path if path is not None else weights_path(name)
+    state = read(path)
+    if state["name"] != name or state["model_class"] != recipe.model_class:
+        raise CheckpointError(f"{path!r} holds {state['name']!r} ({state['model_class']}), not {name!r}")
+    expected = asdict(recipe.config())
+    if state["model_config"] != expected:
+        diff = {k: (state["model_config"].get(k), v) for k, v in expected.items() if state["model_config"].get(k) != v}
+        raise CheckpointError(f"{path!r} was built for another model config (stored, now): {diff}; "
+                              f"rebuild it with `python -m llmcourse.pretrained build {name}`")
+    model_cls = getattr(models, recipe.model_class)
+    config_cls = type(recipe.config())
+    model = model_cls(config_cls(**state["model_config"]))
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"weights file {path!r} does not match {recipe.model_class}: {e}") from e
+    model.eval()
+    return Pretrained(model, dict(state["metrics"]), state["history"], state.get("train_config", {}),
+                      state.get("built_with", {}))
+
+
+def compare(shipped: dict, rebuilt: dict) -> dict:
+    """How a rebuilt weights file compares with the shipped one: ``{"same_machine", "identical",
+    "metrics": {name: (shipped, rebuilt)}, "ok"}``. On the machine and torch that built the shipped
+    file the weights must be identical bit for bit; elsewhere the metrics must agree within 2 %."""
+    keys = ("torch", "machine", "cpu_capability")
+    same_machine = all(shipped.get("built_with", {}).get(k) == rebuilt["built_with"][k] for k in keys)
+    a, b = shipped["state_dict"], rebuilt["state_dict"]
+    identical = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    metrics = {k: (shipped["metrics"][k], rebuilt["metrics"].get(k, math.nan)) for k in shipped["metrics"]}
+    close = all(math.isclose(s, r, rel_tol=METRIC_RTOL) for s, r in metrics.values())
+    return {"same_machine": same_machine, "identical": identical, "metrics": metrics,
+            "ok": identical if same_machine else close}
+
+
+def verify(name: str) -> dict:
+    """Rebuild recipe ``name`` in a temporary folder and :func:`compare` it with the shipped file."""
+    shipped = read(weights_path(name))
+    with tempfile.TemporaryDirectory() as tmp:
+        rebuilt = read(build(name, out_dir=tmp))
+    return compare(shipped, rebuilt)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.pretrained", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["list", "build", "verify"])
+    parser.add_argument("names", nargs="*", help="recipe names, or 'all'")
+    args = parser.parse_args(argv)
+    names = sorted(RECIPES) if args.names in ([], ["all"]) else args.names
+    for name in names:
+        _recipe(name)
+    status = 0
+    for name in names:
+        recipe = RECIPES[name]
+        if args.command == "list":
+            built = ""
+            if os.path.exists(weights_path(name)):
+                info = read(weights_path(name))
+                built = f" | built in {info['built_with'].get('seconds')} s, {info['metrics']}"
+            print(f"{name} (chapter {recipe.chapter}): {recipe.description}{built}")
+        elif args.command == "build":
+            path = build(name)
+            print(f"{name}: wrote {path} {read(path)['metrics']}")
+        else:
+            report = verify(name)
+            print(f"{name}: {'OK' if report['ok'] else 'MISMATCH'} {report}")
+            status |= not report["ok"]
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
