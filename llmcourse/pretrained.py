@@ -30,8 +30,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from .train import CheckpointError, TrainConfig, estimate_loss, train
-from .utils import atomic_torch_save, set_seed
+from .train import TrainConfig, estimate_loss, train
+from .utils import CheckpointError, atomic_torch_save, checked_torch_load, set_seed
 
 FORMAT = "llmcourse.pretrained/1"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
@@ -211,21 +211,9 @@ class Pretrained(NamedTuple):
 
 def read(path: str) -> dict:
     """The raw contents of a weights file, checked (format and keys)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no weights file at {path!r}; create it with `python -m llmcourse.pretrained build NAME`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, random bytes, a pickle with code in it ...
-        raise CheckpointError(f"weights file {path!r} cannot be read: it is corrupt or truncated "
-                              f"({type(e).__name__}); rebuild it with `python -m llmcourse.pretrained build NAME`") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path!r} is not a {FORMAT} weights file (found {found!r})")
-    missing = [k for k in ("name", "model_class", "model_config", "state_dict", "metrics", "history") if k not in state]
-    if missing:
-        raise CheckpointError(f"weights file {path!r} lacks {missing}; it is incomplete")
-    return state
+    return checked_torch_load(path, FORMAT, ("name", "model_class", "model_config", "state_dict", "metrics", "history"),
+                              "weights file", "create it with `python -m llmcourse.pretrained build NAME`",
+                              "Rebuild it with `python -m llmcourse.pretrained build NAME`.")
 
 
 def load(name: str, path: str | None = None) -> Pretrained:

@@ -37,15 +37,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .batching import IGNORE_INDEX, EvalWindows
-from .utils import atomic_torch_save
+from .utils import CheckpointError, atomic_torch_save, checked_torch_load
 
 CHECKPOINT_FORMAT = "llmcourse.train/1"
 PROGRESS_ENV = "LLMCOURSE_PROGRESS"  # "1" forces progress bars on, "0" off
 HISTORY_KEYS = ("step", "train_loss", "lr", "grad_norm", "val_step", "val_loss")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit the model/optimizer being resumed."""
 
 
 @dataclass
@@ -307,23 +303,8 @@ def save_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimize
 
 def load_checkpoint(path: str) -> dict:
     """Read and check a checkpoint written by :func:`save_checkpoint` (tensors on the CPU)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path!r}; train without resume=True to start one")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, random bytes, a pickle with code in it ...
-        raise CheckpointError(
-            f"checkpoint {path!r} cannot be read: it is corrupt, truncated or not written by llmcourse.train "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Delete it to start afresh."
-        ) from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"checkpoint {path!r} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r})")
-    missing = [k for k in ("step", "model", "optimizer", "history", "rng") if k not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path!r} lacks {missing}; it is incomplete")
-    return state
+    return checked_torch_load(path, CHECKPOINT_FORMAT, ("step", "model", "optimizer", "history", "rng"), "checkpoint",
+                              "train without resume=True to start one", "Delete it to start afresh.")
 
 
 def _restore(path, state, model, optimizer, generator) -> None:

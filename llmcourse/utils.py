@@ -91,3 +91,30 @@ def atomic_torch_save(obj, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file that cannot be read or does not fit the model it is loaded into."""
+
+
+def checked_torch_load(path: str, fmt: str, required: tuple[str, ...], kind: str, missing_hint: str,
+                       corrupt_hint: str) -> dict:
+    """``torch.load(path, weights_only=True)`` of a dict written by llmcourse, with clear errors: no file
+    (``FileNotFoundError`` + ``missing_hint``), unreadable bytes (``CheckpointError`` + ``corrupt_hint``),
+    another ``format`` tag, or missing keys. ``kind`` names the file in the messages."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {kind} at {path!r}; {missing_hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, a pickle with code in it ...
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{kind} {path!r} cannot be read: it is corrupt, truncated or not written by "
+                              f"llmcourse ({type(e).__name__}: {first_line}). {corrupt_hint}") from e
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{kind} {path!r} is not a {fmt} file (found {found!r})")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"{kind} {path!r} lacks {missing}; it is incomplete")
+    return state
