@@ -18,18 +18,24 @@ Files are written atomically and read with ``weights_only=True``.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
+from . import data, models
+from .batching import LMBatcher
+from .lm_eval import lm_perplexity, review_lm_data
+from .mlm import BertVocab, MLMBatcher
+from .tokenizers import CharTokenizer
 from .train import TrainConfig, estimate_loss, train
 from .utils import CheckpointError, atomic_torch_save, checked_torch_load, set_seed
 
@@ -39,15 +45,15 @@ METRIC_RTOL = 0.02  # another CPU or torch: the rebuilt metrics must agree withi
 
 
 # ---- the recipes ------------------------------------------------------------------------------------
-def _review_lm():
-    from .lm_eval import review_lm_data
-    return review_lm_data()
+@functools.lru_cache(maxsize=1)
+def _review_tokenizer() -> CharTokenizer:
+    """The book's character tokenizer (``min_freq=2`` on the training reviews), which both recipes use."""
+    return CharTokenizer(min_freq=2).train(data.review_texts("train"))
 
 
-def gpt_reviews_config(vocab_size: int):
+def gpt_reviews_config(vocab_size: int) -> models.GPTConfig:
     """Chapter 6's GPT: 2 pre-LN blocks, 4 heads, 128 wide, 64 characters of context."""
-    from .models import GPTConfig
-    return GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=2, n_head=4, n_embd=128, dropout=0.0,
+    return models.GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=2, n_head=4, n_embd=128, dropout=0.0,
                      head_bias=True)
 
 
@@ -57,14 +63,10 @@ GPT_REVIEWS_TRAIN = TrainConfig(max_steps=6000, lr=6e-3, min_lr=6e-4, warmup_ste
 
 
 def _gpt_reviews(train_config: TrainConfig):
-    from .batching import LMBatcher
-    from .lm_eval import lm_perplexity
-    from .models import GPT
-
-    lm = _review_lm()
+    lm = review_lm_data(_review_tokenizer())
     config = gpt_reviews_config(len(lm.tokenizer))
     set_seed(train_config.seed)
-    model = GPT(config)
+    model = models.GPT(config)
     model.init_output_bias(torch.bincount(lm.train, minlength=config.vocab_size))
     batches = dict(block_size=config.block_size, batch_size=GPT_REVIEWS_BATCH)
     history = train(model, LMBatcher(lm.train, **batches), train_config, val_batch=LMBatcher(lm.val, **batches),
@@ -74,24 +76,12 @@ def _gpt_reviews(train_config: TrainConfig):
     return model, history, metrics
 
 
-def _review_mlm():
-    from . import data
-    from .mlm import BertVocab
-    from .tokenizers import CharTokenizer
-
-    tok = CharTokenizer(min_freq=2).train(data.review_texts("train"))
-    vocab = BertVocab.from_tokenizer(tok)
-    seqs = {split: [vocab.encode(text, BERT_MAX_LEN) for text in data.review_texts(split)] for split in ("train", "val")}
-    return vocab, seqs
-
-
 BERT_MAX_LEN = 64  # [CLS] + up to 62 characters + [SEP]
 
 
-def bert_reviews_config(vocab_size: int, pad_id: int):
+def bert_reviews_config(vocab_size: int, pad_id: int) -> models.BertConfig:
     """Chapter 7's encoder as pretrained: 2 layers, 4 heads, 64 wide, no dropout, init std 0.1."""
-    from .models import BertConfig
-    return BertConfig(vocab_size=vocab_size, max_position=BERT_MAX_LEN, pad_id=pad_id, n_layer=2, n_head=4,
+    return models.BertConfig(vocab_size=vocab_size, max_position=BERT_MAX_LEN, pad_id=pad_id, n_layer=2, n_head=4,
                       n_embd=64, dropout=0.0, init_std=0.1)
 
 
@@ -101,12 +91,10 @@ MLM_REVIEWS_TRAIN = TrainConfig(max_steps=12000, lr=3e-3, min_lr=3e-4, warmup_st
 
 
 def _bert_mlm_reviews(train_config: TrainConfig):
-    from .mlm import MLMBatcher
-    from .models import BertForMaskedLM
-
-    vocab, seqs = _review_mlm()
+    vocab = BertVocab.from_tokenizer(_review_tokenizer())
+    seqs = {split: [vocab.encode(text, BERT_MAX_LEN) for text in data.review_texts(split)] for split in ("train", "val")}
     set_seed(train_config.seed)
-    model = BertForMaskedLM(bert_reviews_config(vocab.vocab_size, vocab.pad_id))
+    model = models.BertForMaskedLM(bert_reviews_config(vocab.vocab_size, vocab.pad_id))
     history = train(model, MLMBatcher(seqs["train"], vocab, MLM_BATCH), train_config,
                     val_batch=MLMBatcher(seqs["val"], vocab, MLM_BATCH), device="cpu")
     model.eval()
@@ -125,12 +113,12 @@ class Recipe:
     config: Callable[[], object]  # the model config the recipe builds, without training
 
 
-def _gpt_config_now():
-    return gpt_reviews_config(len(_review_lm().tokenizer))
+def _gpt_config_now() -> models.GPTConfig:
+    return gpt_reviews_config(len(_review_tokenizer()))
 
 
-def _bert_config_now():
-    vocab, _ = _review_mlm()
+def _bert_config_now() -> models.BertConfig:
+    vocab = BertVocab.from_tokenizer(_review_tokenizer())
     return bert_reviews_config(vocab.vocab_size, vocab.pad_id)
 
 
@@ -171,7 +159,6 @@ def build(name: str, out_dir: str | None = None, max_steps: int | None = None) -
     recipe = _recipe(name)
     train_config = recipe.train_config
     if max_steps is not None:
-        from dataclasses import replace
         train_config = replace(train_config, max_steps=max_steps,
                                warmup_steps=min(train_config.warmup_steps, max_steps - 1),
                                eval_interval=max(1, min(train_config.eval_interval or max_steps, max_steps)))
@@ -222,8 +209,6 @@ def load(name: str, path: str | None = None) -> Pretrained:
     The stored model config must equal the one the recipe builds today (same vocabulary, same
     sizes); otherwise the file is stale and must be rebuilt.
     """
-    from . import models
-
     recipe = _recipe(name)
     path = path if path is not None else weights_path(name)
     state = read(path)
