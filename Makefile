@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip --disable-pip-version-check -qq
 
-.PHONY: setup assets book test unit nbval student weights clean
+.PHONY: setup assets book test unit nbval record tolerances student weights verify-weights clean
 setup: $(VENV)/.installed
 
 # MathJax, mermaid and the widget manager from npm, served by the built site (it reads offline).
@@ -27,23 +27,38 @@ $(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh scripts/ins
 	$(BIN)/python -c "from llmcourse.viz import find_cjk_font; print('matplotlib CJK font:', find_cjk_font())"
 	touch $@
 
-# One torch thread, as in `make test`: CPU results repeat bit for bit at a fixed thread count, so the
-# book shows exactly the numbers nbval checks against the stored notebooks.
+# The book renders the stored notebook outputs, which `make test` re-executes and checks; about a
+# minute. `make book EXECUTE=1` executes every chapter during the build instead (one torch thread, as
+# the stored outputs were recorded; about 15 minutes on 2 cores).
+EXECUTE ?=
 book: setup assets
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(if $(EXECUTE),mkdir -p _build && $(BIN)/python scripts/book-config.py --execute > _build/config-execute.yml &&) \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/jupyter-book build . --warningiserror --keep-going \
+	  $(if $(EXECUTE),--config _build/config-execute.yml)
 	@echo "book: _build/html/index.html"
 
-# One torch thread per process: two xdist workers (each with its notebook kernel) share the 2 cores
-# instead of oversubscribing them, and the stored outputs were made with one thread (CPU results repeat
-# bit for bit at a fixed thread count; a GPT trained on two threads differs in the last digits).
+# Two xdist workers, one torch thread each, fill the 2 cores. nbval runs the notebooks on another set of
+# torch CPU kernels than the recording's and compares their numbers within notebooks/tolerances.json
+# (llmcourse/book/nbval_plugin.py, loaded by the root conftest.py).
 test: setup assets
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval tests notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval tests notebooks
 
 unit: setup assets
 	$(BIN)/python -m pytest -q tests
 
 nbval: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval notebooks
+
+# Re-execute and store chapters the way the stored outputs are meant to be made (one thread, native
+# kernels, default preset): `make record` for all, `make record NOTEBOOKS=notebooks/06_transformer_gpt.ipynb`.
+NOTEBOOKS ?=
+record: setup
+	$(BIN)/python -m llmcourse.book.record $(if $(NOTEBOOKS),$(NOTEBOOKS),--all) --jobs 2
+
+# Execute the chapters on every stand-in numerical path, re-size notebooks/tolerances.json from how far
+# the numbers moved, and rewrite the report page (about 45 minutes on 2 cores for all chapters).
+tolerances: setup
+	$(BIN)/python -m llmcourse.book.reproducibility run $(NOTEBOOKS)
 
 # Student versions of the chapters (solutions removed, graded checks kept), each executed once to
 # prove it still runs top to bottom.
@@ -53,6 +68,12 @@ student: setup
 # Retrain the weights the package ships (llmcourse/weights/, minutes of CPU each) from their recipes.
 weights: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.pretrained build all
+
+# Retrain every shipped weights file from scratch into a temporary folder and compare (about 20 minutes):
+# bit for bit on the CPU and torch that built them, metrics within 2 % elsewhere. `make test` keeps only
+# a fast guard (hashes, one re-measured metric, the first updates replayed: tests/test_pretrained_guard.py).
+verify-weights: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.pretrained verify all
 
 clean:
 	rm -rf _build

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import math
 import os
 import platform
@@ -62,7 +63,7 @@ GPT_REVIEWS_TRAIN = TrainConfig(max_steps=6000, lr=6e-3, min_lr=6e-4, warmup_ste
                                 betas=(0.9, 0.99), eval_interval=500, eval_steps=10, seed=0)
 
 
-def _gpt_reviews(train_config: TrainConfig):
+def _gpt_reviews(train_config: TrainConfig, stop_at: int | None = None):
     lm = review_lm_data(_review_tokenizer())
     config = gpt_reviews_config(len(lm.tokenizer))
     set_seed(train_config.seed)
@@ -70,10 +71,14 @@ def _gpt_reviews(train_config: TrainConfig):
     model.init_output_bias(torch.bincount(lm.train, minlength=config.vocab_size))
     batches = dict(block_size=config.block_size, batch_size=GPT_REVIEWS_BATCH)
     history = train(model, LMBatcher(lm.train, **batches), train_config, val_batch=LMBatcher(lm.val, **batches),
-                    device="cpu")
+                    device="cpu", stop_at=stop_at)
     model.eval()
-    metrics = {f"{split}_ppl": lm_perplexity(model, getattr(lm, split), config.block_size) for split in ("val", "test")}
-    return model, history, metrics
+    return model, history, {} if stop_at else _gpt_reviews_metrics(model, ("val", "test"))
+
+
+def _gpt_reviews_metrics(model: nn.Module, splits) -> dict:
+    lm = review_lm_data(_review_tokenizer())
+    return {f"{split}_ppl": lm_perplexity(model, getattr(lm, split), model.config.block_size) for split in splits}
 
 
 BERT_MAX_LEN = 64  # [CLS] + up to 62 characters + [SEP]
@@ -90,16 +95,25 @@ MLM_REVIEWS_TRAIN = TrainConfig(max_steps=12000, lr=3e-3, min_lr=3e-4, warmup_st
                                 eval_interval=1000, eval_steps=10, seed=1)
 
 
-def _bert_mlm_reviews(train_config: TrainConfig):
+def _mlm_sequences(split: str) -> tuple[BertVocab, list]:
     vocab = BertVocab.from_tokenizer(_review_tokenizer())
-    seqs = {split: [vocab.encode(text, BERT_MAX_LEN) for text in data.review_texts(split)] for split in ("train", "val")}
+    return vocab, [vocab.encode(text, BERT_MAX_LEN) for text in data.review_texts(split)]
+
+
+def _bert_mlm_reviews(train_config: TrainConfig, stop_at: int | None = None):
+    vocab, train_seqs = _mlm_sequences("train")
+    _, val_seqs = _mlm_sequences("val")
     set_seed(train_config.seed)
     model = models.BertForMaskedLM(bert_reviews_config(vocab.vocab_size, vocab.pad_id))
-    history = train(model, MLMBatcher(seqs["train"], vocab, MLM_BATCH), train_config,
-                    val_batch=MLMBatcher(seqs["val"], vocab, MLM_BATCH), device="cpu")
+    history = train(model, MLMBatcher(train_seqs, vocab, MLM_BATCH), train_config,
+                    val_batch=MLMBatcher(val_seqs, vocab, MLM_BATCH), device="cpu", stop_at=stop_at)
     model.eval()
-    metrics = {"val_mlm_loss": estimate_loss(model, MLMBatcher(seqs["val"], vocab, MLM_BATCH), steps=50)}
-    return model, history, metrics
+    return model, history, {} if stop_at else _bert_mlm_metrics(model)
+
+
+def _bert_mlm_metrics(model: nn.Module, splits=("val",)) -> dict:
+    vocab, val_seqs = _mlm_sequences("val")
+    return {"val_mlm_loss": estimate_loss(model, MLMBatcher(val_seqs, vocab, MLM_BATCH), steps=50)}
 
 
 @dataclass(frozen=True)
@@ -109,8 +123,10 @@ class Recipe:
     description: str
     model_class: str
     train_config: TrainConfig
-    run: Callable[[TrainConfig], tuple[nn.Module, dict, dict]]  # -> (model, history, metrics)
+    run: Callable[..., tuple[nn.Module, dict, dict]]  # (TrainConfig, stop_at=None) -> (model, history, metrics)
     config: Callable[[], object]  # the model config the recipe builds, without training
+    metrics: Callable[[nn.Module, tuple], dict]  # (model, splits) -> the metrics `build` records
+    guard_metric: str  # the metric the fast test re-measures (see GUARD_* below)
 
 
 def _gpt_config_now() -> models.GPTConfig:
@@ -125,10 +141,11 @@ def _bert_config_now() -> models.BertConfig:
 RECIPES = {
     "gpt-reviews": Recipe(
         "gpt-reviews", 6, "chapter 6's GPT trained 10x longer: 6,000 updates of 16 x 64 characters (about 6 epochs)",
-        "GPT", GPT_REVIEWS_TRAIN, _gpt_reviews, _gpt_config_now),
+        "GPT", GPT_REVIEWS_TRAIN, _gpt_reviews, _gpt_config_now, _gpt_reviews_metrics, "val_ppl"),
     "bert-mlm-reviews": Recipe(
         "bert-mlm-reviews", 7, "chapter 7's encoder pretrained 12x longer: 12,000 MLM updates of 32 reviews",
-        "BertForMaskedLM", MLM_REVIEWS_TRAIN, _bert_mlm_reviews, _bert_config_now),
+        "BertForMaskedLM", MLM_REVIEWS_TRAIN, _bert_mlm_reviews, _bert_config_now, _bert_mlm_metrics,
+        "val_mlm_loss"),
 }
 
 
@@ -143,10 +160,70 @@ def weights_path(name: str) -> str:
     return os.path.join(WEIGHTS_DIR, f"{name}.pt")
 
 
+# ---- integrity: a SHA-256 of every shipped file, written by `build`, checked by `load` -----------------
+MANIFEST = os.path.join(WEIGHTS_DIR, "SHA256SUMS")
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | None = None) -> dict[str, str]:
+    """``{file name: sha256}`` of the shipped weights (``sha256sum``'s format)."""
+    path = path or MANIFEST
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return {name: digest for digest, name in (line.split() for line in f if line.strip())}
+
+
+def _record_in_manifest(weights_file: str) -> None:
+    entries = read_manifest()
+    entries[os.path.basename(weights_file)] = file_sha256(weights_file)
+    text = "".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items()))
+    fd, tmp = tempfile.mkstemp(dir=WEIGHTS_DIR, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, MANIFEST)
+
+
+def check_integrity(name: str) -> None:
+    """Refuse a shipped weights file whose bytes are not the ones its recipe wrote."""
+    path = weights_path(name)
+    expected = read_manifest().get(os.path.basename(path))
+    if expected is None:
+        raise CheckpointError(f"{path!r} is not listed in {MANIFEST!r}; rebuild it with "
+                              f"`python -m llmcourse.pretrained build {name}`")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no weights file {path!r}: create it with `python -m llmcourse.pretrained build {name}`")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise CheckpointError(f"weights file {path!r} is corrupt: its SHA-256 is {actual[:16]}…, the recipe wrote "
+                              f"{expected[:16]}…; restore it with `git checkout {os.path.relpath(path)}` or rebuild it "
+                              f"with `python -m llmcourse.pretrained build {name}`")
+
+
 # ---- building, loading, verifying -------------------------------------------------------------------
+def _cpu_model() -> str:
+    """The CPU's model name and a digest of its feature flags: two CPUs that both report AVX512 to torch
+    can still differ in MKL's code paths, and only the same CPU repeats a build bit for bit."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+        model, flags = info.get("model name\t", "").strip(), info.get("flags\t\t", "").strip()
+    except OSError:
+        model, flags = platform.processor(), ""
+    return f"{model or platform.machine()} (flags {hashlib.sha256(flags.encode()).hexdigest()[:8]})"
+
+
 def _machine() -> dict:
     return {"torch": str(torch.__version__), "machine": platform.machine(),
-            "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "cpu": _cpu_model()}
 
 
 def build(name: str, out_dir: str | None = None, max_steps: int | None = None) -> str:
@@ -183,6 +260,8 @@ def build(name: str, out_dir: str | None = None, max_steps: int | None = None) -
     }
     path = os.path.join(out_dir, f"{name}.pt") if out_dir is not None else weights_path(name)
     atomic_torch_save(state, path)
+    if out_dir is None:
+        _record_in_manifest(path)
     return path
 
 
@@ -210,7 +289,9 @@ def load(name: str, path: str | None = None) -> Pretrained:
     sizes); otherwise the file is stale and must be rebuilt.
     """
     recipe = _recipe(name)
-    path = path if path is not None else weights_path(name)
+    if path is None:
+        check_integrity(name)
+        path = weights_path(name)
     state = read(path)
     if state["name"] != name or state["model_class"] != recipe.model_class:
         raise CheckpointError(f"{path!r} holds {state['name']!r} ({state['model_class']}), not {name!r}")
@@ -235,7 +316,7 @@ def compare(shipped: dict, rebuilt: dict) -> dict:
     """How a rebuilt weights file compares with the shipped one: ``{"same_machine", "identical",
     "metrics": {name: (shipped, rebuilt)}, "ok"}``. On the machine and torch that built the shipped
     file the weights must be identical bit for bit; elsewhere the metrics must agree within 2 %."""
-    keys = ("torch", "machine", "cpu_capability")
+    keys = ("torch", "machine", "cpu_capability", "cpu")  # a file without "cpu" counts as another machine
     same_machine = all(shipped.get("built_with", {}).get(k) == rebuilt["built_with"][k] for k in keys)
     a, b = shipped["state_dict"], rebuilt["state_dict"]
     identical = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -243,6 +324,38 @@ def compare(shipped: dict, rebuilt: dict) -> dict:
     close = all(math.isclose(s, r, rel_tol=METRIC_RTOL) for s, r in metrics.values())
     return {"same_machine": same_machine, "identical": identical, "metrics": metrics,
             "ok": identical if same_machine else close}
+
+
+# ---- the fast guard `make test` runs (the full rebuild is `make verify-weights`) ------------------------
+# Re-measure one stored metric and replay the first GUARD_UPDATES updates of the recipe, on any CPU
+# and thread count. GUARD_RTOL is sized from measurement: `python -m llmcourse.pretrained guard all`
+# under ATEN_CPU_CAPABILITY=avx2 / default and OMP_NUM_THREADS=2 moved the metric and the replayed
+# losses by at most GUARD_MEASURED (relative); the tolerance is 3x that.
+GUARD_UPDATES = 200
+GUARD_MEASURED = {"metric": 0.0, "losses": 0.0}
+GUARD_RTOL = {k: max(3 * v, 1e-6) for k, v in GUARD_MEASURED.items()}
+
+
+def replay(name: str, updates: int = GUARD_UPDATES) -> list[float]:
+    """The training losses of the first ``updates`` updates of recipe ``name`` (the full schedule,
+    stopped early), to compare with the history stored in the shipped file."""
+    recipe = _recipe(name)
+    _, history, _ = recipe.run(recipe.train_config, stop_at=updates)
+    return list(history["train_loss"])
+
+
+def guard(name: str) -> dict:
+    """How far the shipped file's guard metric and its first losses move here: relative deviations."""
+    recipe = _recipe(name)
+    shipped = load(name)
+    stored = shipped.metrics[recipe.guard_metric]
+    split = recipe.guard_metric.split("_")[0]
+    remeasured = recipe.metrics(shipped.model, (split,))[recipe.guard_metric]
+    losses = replay(name)
+    stored_losses = shipped.history["train_loss"][:len(losses)]
+    worst = max(abs(a - b) / abs(a) for a, b in zip(stored_losses, losses))
+    return {"metric": (stored, remeasured, abs(remeasured - stored) / abs(stored)),
+            "losses": (len(losses), worst)}
 
 
 def verify(name: str) -> dict:
@@ -255,7 +368,7 @@ def verify(name: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmcourse.pretrained", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["list", "build", "verify"])
+    parser.add_argument("command", choices=["list", "build", "verify", "guard"])
     parser.add_argument("names", nargs="*", help="recipe names, or 'all'")
     args = parser.parse_args(argv)
     names = sorted(RECIPES) if args.names in ([], ["all"]) else args.names
@@ -273,6 +386,11 @@ def main(argv=None) -> int:
         elif args.command == "build":
             path = build(name)
             print(f"{name}: wrote {path} {read(path)['metrics']}")
+        elif args.command == "guard":
+            report = guard(name)
+            print(f"{name}: {recipe.guard_metric} stored {report['metric'][0]:.6f}, re-measured "
+                  f"{report['metric'][1]:.6f} (rel {report['metric'][2]:.2e}); first {report['losses'][0]} "
+                  f"losses: largest rel deviation {report['losses'][1]:.2e}")
         else:
             report = verify(name)
             print(f"{name}: {'OK' if report['ok'] else 'MISMATCH'} {report}")

@@ -1,0 +1,356 @@
+"""How far the book's numbers move on other numerical paths, and the tolerances sized from that
+(可复现性报告).
+
+    python -m llmcourse.book.reproducibility run [NOTEBOOK ...]   # execute on every stand-in path,
+                                                                 # then measure and report
+    python -m llmcourse.book.reproducibility measure --runs DIR   # measure executions already made
+    python -m llmcourse.book.reproducibility report               # rewrite book/execution-report.md
+
+A *stand-in path* is a way of running the same notebook that changes the floating-point arithmetic
+the way another machine would: torch's AVX2 or scalar (``default``) CPU kernels instead of the
+recording's, or two threads instead of one. Each chapter is executed on each path
+(:mod:`llmcourse.book.record` with ``--out``), and every number of every output is compared with
+the stored one. A cell whose numbers moved by more than the last printed digit on some path is a
+*trained or sampled result*; its tolerance is :data:`MULTIPLE` times the largest movement seen,
+relative for numbers of magnitude >= 1 (perplexities, counts), absolute for smaller ones
+(probabilities, accuracies, losses per token). Every other cell keeps the closed-form tolerance
+(the printed precision). The result is ``notebooks/tolerances.json``, which nbval reads, and the
+report page ``book/execution-report.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import re
+import sys
+import tempfile
+
+import nbformat
+
+from . import record
+from .numeric_compare import split_numbers
+
+ROOT = record.ROOT
+TOLERANCES_FILE = ROOT / "notebooks" / "tolerances.json"
+REPORT_PAGE = ROOT / "book" / "execution-report.md"
+MULTIPLE = 3
+# The stand-in paths: name -> how record.run executes it. "avx2" is what an AVX2-only CPU computes
+# (torch's kernels and MKL's matrix products); "scalar" is torch's scalar kernels (the issue's
+# ATEN_CPU_CAPABILITY=default); "2 threads" sums in another order. On the recording machine the
+# recording path itself repeats bit for bit, so it is not re-run.
+PATHS = {
+    "avx2": {"threads": 1, "cpu_capability": "avx2", "mkl_cbwr": "AVX2"},
+    "scalar": {"threads": 1, "cpu_capability": "default", "mkl_cbwr": None},
+    "2 threads": {"threads": 2, "cpu_capability": None, "mkl_cbwr": None},
+}
+# What nbval does not compare (nbval.plugin's skip list, images included).
+NOT_COMPARED = {"metadata", "traceback", "prompt_number", "output_type", "name", "execution_count",
+                "application/vnd.jupyter.widget-view+json", "image/png", "image/jpeg"}
+IGNORED = re.compile(r"^\s*#\s*NBVAL_(IGNORE_OUTPUT|SKIP)\s*$", re.MULTILINE)
+
+
+def _texts(cell) -> list[tuple[str, str]]:
+    """(key, text) of each compared output of a code cell, streams merged as nbval merges them."""
+    streams, texts = {}, []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            streams[out["name"]] = streams.get(out["name"], "") + out["text"]
+            continue
+        for key, value in out.get("data", {}).items():
+            if key not in NOT_COMPARED and isinstance(value, str):
+                texts.append((key, value))
+    return sorted(streams.items()) + texts
+
+
+def cell_movement(stored, executed) -> dict:
+    """How far one cell's numbers moved: ``{"rel", "abs", "integers", "text_changed"}``.
+
+    A decimal that differs by no more than one unit of its last printed digit did not move (that is
+    the closed-form tolerance). ``rel`` is over numbers of magnitude >= 1, ``abs`` over smaller ones.
+    """
+    moved = {"rel": 0.0, "abs": 0.0, "integers": False, "text_changed": None}
+    a_texts, b_texts = _texts(stored), _texts(executed)
+    if [k for k, _ in a_texts] != [k for k, _ in b_texts]:
+        moved["text_changed"] = "the kinds of output differ"
+        return moved
+    for (key, a), (_, b) in zip(a_texts, b_texts):
+        (a_template, a_numbers), (b_template, b_numbers) = split_numbers(a), split_numbers(b)
+        if a_template != b_template:
+            moved["text_changed"] = f"{key}: the text around the numbers changed"
+            continue
+        for x, y in zip(a_numbers, b_numbers):
+            change = abs(x.value - y.value)
+            if change <= min(x.unit, y.unit) * (1 + 1e-12):
+                continue
+            if x.is_integer:
+                moved["integers"] = True
+            if abs(x.value) >= 1:
+                moved["rel"] = max(moved["rel"], change / abs(x.value))
+            else:
+                moved["abs"] = max(moved["abs"], change)
+    return moved
+
+
+def compared_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code" and c.get("outputs") and not IGNORED.search(c.source)]
+
+
+def measure_notebook(stored_path: pathlib.Path, runs: dict[str, pathlib.Path]) -> dict:
+    """Movements of every compared cell of one notebook on each path, and the tolerances they imply."""
+    stored = nbformat.read(stored_path, as_version=4)
+    executed = {name: nbformat.read(folder / stored_path.name, as_version=4) for name, folder in runs.items()}
+    # Cells are numbered as nbval numbers them (code cells only), so "::Cell 12" is cell 12 here.
+    index = {c.id: i for i, c in enumerate(c for c in stored.cells if c.cell_type == "code")}
+    cells, text_changed, largest = {}, {}, {name: {"rel": 0.0, "abs": 0.0} for name in runs}
+    for cell in compared_cells(stored):
+        moves = {}
+        for name, nb in executed.items():
+            twin = next((c for c in nb.cells if c.get("id") == cell.id), None)
+            if twin is None or twin.source != cell.source:
+                continue  # another version of the notebook (an earlier recording): not comparable
+            move = cell_movement(cell, twin)
+            if move.pop("text_changed"):
+                text_changed.setdefault(cell.id, []).append(name)
+            if move["rel"] or move["abs"] or move["integers"]:
+                moves[name] = move
+            for k in ("rel", "abs"):
+                largest[name][k] = max(largest[name][k], move[k])
+        if moves:
+            rel = max(m["rel"] for m in moves.values())
+            abs_ = max(m["abs"] for m in moves.values())
+            cells[cell.id] = {
+                "index": index[cell.id],
+                "moved": {name: {k: _round(v) for k, v in m.items()} for name, m in moves.items()},
+                "tolerance": {
+                    "rel": _round(max(MULTIPLE * rel, 1e-6)), "abs": _round(MULTIPLE * abs_),
+                    "integers": any(m["integers"] for m in moves.values()),
+                    "why": f"trained or sampled: {MULTIPLE} x the largest movement on {len(runs)} paths"},
+            }
+    seconds = {}
+    for name, folder in runs.items():
+        meta = executed[name].metadata.get("llmcourse", {}).get("recorded_with", {})
+        seconds[name] = meta.get("seconds")
+    return {"compared_cells": len(compared_cells(stored)), "cells": cells, "text_changed": text_changed,
+            "largest": {name: {k: _round(v) for k, v in m.items()} for name, m in largest.items()},
+            "seconds": seconds}
+
+
+def _round(x):
+    return float(f"{x:.3g}") if isinstance(x, float) else x
+
+
+def measure(runs: dict[str, pathlib.Path], notebooks=None, path: pathlib.Path = TOLERANCES_FILE) -> dict:
+    """Measure ``notebooks`` (default: all) against executions in ``runs`` and update ``path``."""
+    notebooks = [pathlib.Path(p) for p in (notebooks or record.chapter_notebooks())]
+    spec = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    spec.update({
+        "about": "Tolerances for nbval's number-aware comparison, sized from measurement by "
+                 "`python -m llmcourse.book.reproducibility run`; see llmcourse/book/reproducibility.py.",
+        "multiple": MULTIPLE,
+    })
+    spec.setdefault("paths", {})
+    spec.setdefault("notebooks", {})
+    for name, folder in runs.items():
+        info = json.loads((pathlib.Path(folder) / "path.json").read_text())
+        spec["paths"][name] = {k: info.get(k, "native") for k in ("torch", "cpu_capability", "mkl_cbwr", "threads",
+                                                                  "machine")}
+    for nb in notebooks:
+        spec["notebooks"][nb.name] = measure_notebook(nb, runs)
+    spec["notebooks"] = dict(sorted(spec["notebooks"].items()))
+    _write(path, json.dumps(spec, indent=1, ensure_ascii=False) + "\n")
+    return spec
+
+
+def _write(path: pathlib.Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def run(notebooks=None, out: pathlib.Path | None = None, jobs: int = 2) -> dict:
+    """Execute ``notebooks`` on every path of :data:`PATHS` into ``out``, then measure and report."""
+    notebooks = [pathlib.Path(p) for p in (notebooks or record.chapter_notebooks())]
+    out = pathlib.Path(out or tempfile.mkdtemp(prefix="llmcourse-repro-"))
+    runs = {}
+    for name, how in PATHS.items():
+        folder = out / name.replace(" ", "-")
+        # Two threads already fill both cores: run those notebooks one at a time.
+        record.run(notebooks, folder, how["threads"], how["cpu_capability"],
+                   jobs=1 if how["threads"] > 1 else jobs, mkl_cbwr=how["mkl_cbwr"])
+        runs[name] = folder
+    spec = measure(runs, notebooks)
+    write_report(spec)
+    return spec
+
+
+# ---- the report page ---------------------------------------------------------------------------------
+def _pct(x) -> str:
+    return "0" if not x else f"{100 * x:.2g} %"
+
+
+def _seconds(x) -> str:
+    return "–" if x is None else f"{x:.0f}"
+
+
+def _recording(notebook: str) -> dict:
+    return nbformat.read(record.NOTEBOOKS / notebook, as_version=4).metadata.get("llmcourse", {}).get(
+        "recorded_with", {})
+
+
+def _how_far(entry: dict) -> str:
+    """A chapter's class: closed form only, small movements, or movements the size of a new seed."""
+    tols = [c["tolerance"] for c in entry["cells"].values()]
+    if not tols:
+        return "last printed digit"
+    worst_rel = max(m["rel"] for m in entry["largest"].values())
+    worst_abs = max(m["abs"] for m in entry["largest"].values())
+    return "small (< 1 %)" if worst_rel < 0.01 and worst_abs < 0.01 else "like a change of seed"
+
+
+def report_text(spec: dict) -> str:
+    """The execution and reproducibility report (Markdown), from ``notebooks/tolerances.json``."""
+    paths, notebooks = spec["paths"], spec["notebooks"]
+    recordings = {nb: _recording(nb) for nb in notebooks}
+    first = next(iter(recordings.values()), {})
+    lines = [
+        "# Execution and reproducibility report (执行与可复现性报告)",
+        "",
+        "Every number this book states is read from the stored outputs of its chapter notebooks, and the",
+        "tests re-execute every notebook and compare those outputs again. Bit-for-bit equality only holds on",
+        "one CPU at one thread count, so the comparison is *number-aware*: the text around the numbers must",
+        "match exactly, counts and other deterministic integers exactly, closed-form results to their printed",
+        "precision, and trained or sampled results within a tolerance **sized from measurement** on this page.",
+        "The page is generated (`make tolerances`, i.e. `python -m llmcourse.book.reproducibility run`) from",
+        "`notebooks/tolerances.json`, the file the tests read.",
+        "",
+        "## How the stored outputs were made",
+        "",
+        "`make record` (`python -m llmcourse.book.record --all`) executes each chapter top to bottom in a",
+        f"fresh kernel with the default `small` preset, on {first.get('threads', 1)} torch thread with the CPU's",
+        f"own kernels ({first.get('cpu_capability', '?')}, torch {first.get('torch', '?')}), and stores the",
+        "outputs; each notebook's metadata records this. On that machine a second run repeats them bit for bit.",
+        "To see how far the numbers depend on that path, every chapter was also run on these paths, each of",
+        "which changes the floating-point arithmetic the way another machine does:",
+        "",
+        "| path | torch CPU kernels | MKL code path | threads | torch |",
+        "|---|---|---|---|---|",
+    ]
+    for name, info in paths.items():
+        lines.append(f"| {name} | {info['cpu_capability']} | {info['mkl_cbwr']} | {info['threads']} | "
+                     f"{info['torch']} |")
+    lines += [
+        "",
+        "`make test` itself executes the notebooks on the `avx2` path (torch's and MKL's AVX2 code where the",
+        "recording used AVX-512), so every test run checks the tolerances rather than assuming them.",
+        "",
+        "## Execution times",
+        "",
+        "Seconds to execute each chapter with the default preset, kernel start included, on the recording",
+        "machine. On `2 threads` a chapter runs alone on 2 cores: that column is the book's budget of about",
+        "90 s per chapter on 2 cores. The one-thread columns ran two chapters at a time.",
+        "",
+    ]
+    timed = [n for n in paths if any(e["seconds"].get(n) for e in notebooks.values())]
+    lines += ["| chapter | recording (s) | " + " | ".join(f"{n} (s)" for n in timed) + " |",
+              "|---|---|" + "---|" * len(timed)]
+    for notebook, entry in notebooks.items():
+        lines.append(f"| {notebook} | {_seconds(recordings[notebook].get('seconds'))} | "
+                     + " | ".join(_seconds(entry["seconds"].get(n)) for n in timed) + " |")
+    lines += [
+        "",
+        "## How far the numbers moved",
+        "",
+        "For each chapter: the code cells whose outputs are compared, how many of them hold numbers that moved",
+        "by more than their last printed digit on some path (trained or sampled results), and the largest",
+        "movement on each path: relative for numbers of magnitude 1 or more (perplexities, counts), absolute",
+        "for smaller ones (probabilities, accuracies, losses per token). Each such cell's tolerance is",
+        f"**{spec['multiple']} times** the largest movement measured for it on any path; every other cell keeps",
+        "the closed-form tolerance. Sampled text (generated reviews) is shown in cells of its own that are",
+        "not compared; the numbers computed from it are.",
+        "",
+        "| chapter | compared cells | with a measured tolerance | " + " | ".join(
+            f"{n}: rel / abs" for n in paths) + " | widest tolerance: rel / abs | the numbers move |",
+        "|---|---|---|" + "---|" * (len(paths) + 2),
+    ]
+    for notebook, entry in notebooks.items():
+        tols = [c["tolerance"] for c in entry["cells"].values()]
+        widest = (f"{_pct(max(t['rel'] for t in tols))} / {max(t['abs'] for t in tols):.2g}" if tols else "–")
+        moved = " | ".join(f"{_pct(entry['largest'][n]['rel'])} / {entry['largest'][n]['abs']:.2g}"
+                           if n in entry["largest"] else "–" for n in paths)
+        lines.append(f"| {notebook} | {entry['compared_cells']} | {len(entry['cells'])} | {moved} | {widest} | "
+                     f"{_how_far(entry)} |")
+    changed = [f"{nb} cell {_cell_index(nb, cell_id)} ({', '.join(on)})"
+               for nb, e in notebooks.items() for cell_id, on in e["text_changed"].items()]
+    seedlike = [nb.split(".")[0] for nb, e in notebooks.items() if _how_far(e) == "like a change of seed"]
+    lines += [
+        "",
+        "Compared cells whose text changed on some path: " + ("; ".join(changed) + "." if changed else "none."),
+        "",
+        "## What this means for a reader",
+        "",
+        "Run a chapter on your own machine and its counts and closed-form numbers agree with the book to the",
+        "last printed digit. Trained results (perplexities, accuracies, rewards) may differ in their last",
+        "digits, by about the movements above.",
+    ]
+    if seedlike:
+        lines += [
+            f"In {', '.join(seedlike)} they move like a change of seed: these chapters amplify small",
+            "differences (training at a high learning rate, then sampling from the model, so that another CPU",
+            "draws other samples and trains on them). Their conclusions are stated only where they held on",
+            "every path, and their exact values are one run among many.",
+        ]
+    lines += [
+        "The book's conclusions (which model is better, whether a method helps) are glued as computed",
+        "results and compared exactly: they hold wherever the tests pass.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cell_index(notebook: str, cell_id: str) -> int:
+    """nbval's number of a cell (it counts code cells only)."""
+    cells = [c for c in nbformat.read(record.NOTEBOOKS / notebook, as_version=4).cells if c.cell_type == "code"]
+    return next(i for i, c in enumerate(cells) if c.get("id") == cell_id)
+
+
+def write_report(spec: dict | None = None, path: pathlib.Path = REPORT_PAGE) -> None:
+    spec = spec or json.loads(TOLERANCES_FILE.read_text(encoding="utf-8"))
+    _write(path, report_text(spec))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.book.reproducibility",
+                                     description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="execute on every stand-in path, measure, write the report")
+    run_p.add_argument("notebooks", nargs="*", help="chapter notebooks (default: all)")
+    run_p.add_argument("--out", type=pathlib.Path, help="keep the executed copies here")
+    run_p.add_argument("--jobs", type=int, default=2, help="notebooks executed at once on one-thread paths")
+    measure_p = sub.add_parser("measure", help="measure executions already made")
+    measure_p.add_argument("notebooks", nargs="*")
+    measure_p.add_argument("--run", action="append", required=True, metavar="NAME=DIR",
+                           help="a path's name and the folder of its executed notebooks (with path.json), "
+                                "e.g. avx2=/tmp/runs/avx2; repeat for each path")
+    sub.add_parser("report", help="rewrite book/execution-report.md from notebooks/tolerances.json")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args.notebooks, args.out, args.jobs)
+    elif args.command == "measure":
+        runs = dict(item.split("=", 1) for item in args.run)
+        runs = {name: pathlib.Path(folder) for name, folder in runs.items()}
+        missing = [str(p) for p in runs.values() if not (p / "path.json").exists()]
+        if missing:
+            parser.error(f"no executions in {missing}: run `python -m llmcourse.book.record --out DIR` first")
+        write_report(measure(runs, args.notebooks))
+    else:
+        write_report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The fast guard on the shipped weights, part of `make test` on any CPU: each file's bytes are the ones
+its recipe wrote (SHA-256), one stored metric re-measures within tolerance, and the first updates of
+each recipe replay its stored loss history within tolerance. The full rebuild from scratch (about 20
+minutes) is `make verify-weights`, run by the weights workflow when the code it depends on changes."""
+import os
+import shutil
+
+import pytest
+
+from llmcourse import pretrained
+from llmcourse.utils import CheckpointError
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+def test_each_shipped_file_has_the_hash_its_recipe_recorded(name):
+    pretrained.check_integrity(name)
+    listed = pretrained.read_manifest()
+    assert set(listed) == {f"{n}.pt" for n in pretrained.RECIPES}, "SHA256SUMS lists other files than the recipes"
+
+
+def test_a_corrupted_file_is_refused_with_the_fix(tmp_path, monkeypatch):
+    name = "gpt-reviews"
+    shutil.copy(pretrained.weights_path(name), tmp_path / f"{name}.pt")
+    shutil.copy(pretrained.MANIFEST, tmp_path / "SHA256SUMS")
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(pretrained, "MANIFEST", str(tmp_path / "SHA256SUMS"))
+    pretrained.load(name)  # the intact copy loads
+    path = tmp_path / f"{name}.pt"
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])  # still a loadable zip
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"gpt-reviews.pt.*is corrupt.*pretrained build gpt-reviews"):
+        pretrained.load(name)
+    os.remove(tmp_path / "SHA256SUMS")
+    with pytest.raises(CheckpointError, match="is not listed in"):
+        pretrained.load(name)
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+def test_the_metric_and_the_first_updates_reproduce(name):
+    report = pretrained.guard(name)
+    stored, remeasured, moved = report["metric"]
+    assert moved <= pretrained.GUARD_RTOL["metric"], (
+        f"{name}: {pretrained.RECIPES[name].guard_metric} re-measures {remeasured:.6f}, stored {stored:.6f}")
+    updates, worst = report["losses"]
+    assert updates == pretrained.GUARD_UPDATES
+    assert worst <= pretrained.GUARD_RTOL["losses"], (
+        f"{name}: the first {updates} losses moved by up to {worst:.2e} relative; "
+        f"allowed {pretrained.GUARD_RTOL['losses']:.2e}")

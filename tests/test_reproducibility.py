@@ -1,0 +1,129 @@
+"""The number-aware nbval run, the tolerances it reads and the report page made from them.
+
+Real changes to the stored outputs must still fail: a changed word, the articles' cross-entropy 0.6931
+in chapter 3 changed to 0.7931 (both through a real `pytest --nbval` run of chapter 3), and a trained
+perplexity of chapter 9 multiplied by 1.25 (against that cell's declared tolerance).
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from llmcourse.book import nbval_plugin, record, reproducibility
+from llmcourse.book.numeric_compare import compare_text
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SPEC = json.loads(reproducibility.TOLERANCES_FILE.read_text(encoding="utf-8"))
+CHAPTERS = record.chapter_notebooks()
+
+
+def code_cells(path):
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def stored_text(cell) -> str:
+    return "".join(out.get("text", "") for out in cell.outputs if out.get("output_type") == "stream")
+
+
+def test_every_chapter_is_measured_and_every_tolerance_names_a_compared_cell():
+    assert sorted(SPEC["notebooks"]) == [p.name for p in CHAPTERS]
+    assert set(reproducibility.PATHS) <= set(SPEC["paths"]), "measure on every stand-in path"
+    for path in CHAPTERS:
+        entry = SPEC["notebooks"][path.name]
+        compared = {c.id: i for i, c in enumerate(code_cells(path))
+                    if c.get("outputs") and not reproducibility.IGNORED.search(c.source)}
+        assert entry["compared_cells"] == len(compared), f"{path.name}: re-run `make tolerances` after recording"
+        for cell_id, cell in entry["cells"].items():
+            assert cell_id in compared, f"{path.name}: tolerance for cell {cell_id}, which is not a compared cell"
+            assert cell["index"] == compared[cell_id]
+            tol = cell["tolerance"]
+            assert tol["rel"] >= SPEC["multiple"] * max(m["rel"] for m in cell["moved"].values()) * 0.999
+            assert tol["abs"] >= SPEC["multiple"] * max(m["abs"] for m in cell["moved"].values()) * 0.999
+        assert not entry["text_changed"], (
+            f"{path.name}: compared cells whose text changes on another path: {entry['text_changed']}; "
+            "print sampled text in a cell of its own marked NBVAL_IGNORE_OUTPUT")
+
+
+def test_the_report_page_is_generated_from_the_tolerances():
+    page = reproducibility.REPORT_PAGE.read_text(encoding="utf-8")
+    assert page == reproducibility.report_text(SPEC), "run `python -m llmcourse.book.reproducibility report`"
+
+
+def test_a_trained_perplexity_times_1_25_fails_in_chapter_9():
+    path = ROOT / "notebooks" / "09_rlhf.ipynb"
+    cell = next(c for c in code_cells(path) if 'glue("ch9_sft_ppl"' in c.source)
+    tolerance = nbval_plugin.tolerance_for(path.name, cell.id)
+    assert tolerance.why.startswith("trained"), "the SFT cell must carry a measured tolerance"
+    text = stored_text(cell)
+    value = float(text.split("perplexity ")[1].split()[0])
+    assert compare_text(text, text.replace(f"{value:.2f}", f"{value * 1.25:.2f}"), tolerance)
+    assert compare_text(text, text.replace(f"{value:.2f}", f"{value * 0.8:.2f}"), tolerance)
+
+
+def test_nbval_fails_a_changed_number_and_a_changed_word_and_passes_the_rest(tmp_path):
+    source = ROOT / "notebooks" / "03_math.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    ce = next(i for i, c in enumerate(cells) if "-log 0.5 by hand      = 0.6931" in stored_text(c))
+    worded = next(i for i, c in enumerate(cells) if i != ce and "p(我 喜欢 吃 苹果 <eos>)" in stored_text(c))
+    for i, old, new in ((ce, "-log 0.5 by hand      = 0.6931", "-log 0.5 by hand      = 0.7931"),
+                        (worded, "p(我 喜欢 吃 苹果 <eos>)", "p(我 喜欢 吃 香蕉 <eos>)")):
+        for out in cells[i].outputs:
+            if out.get("output_type") == "stream":
+                out["text"] = out["text"].replace(old, new)
+    nbformat.write(nb, tmp_path / source.name)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "-p", "llmcourse.book.nbval_plugin", "-p", "no:xdist",
+         "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path), str(tmp_path / source.name)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    out = result.stdout
+    assert result.returncode == 1, out[-3000:]
+    assert f"2 failed, {len(cells) - 2} passed" in out, out[-3000:]
+    assert f"Cell {ce}" in out and "0.6931 became 0.7931" in out
+    assert f"Cell {worded}" in out and "text around the numbers changed" in out
+
+
+def test_the_run_uses_other_kernels_than_the_recording(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(nbval_plugin, "recorded_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    env = {}
+    line = nbval_plugin.choose_numerical_path(env)
+    assert env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+    assert "recorded with AVX512" in line and "avx2" in line
+    env = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "2"}  # a stand-in chosen by hand is kept
+    nbval_plugin.choose_numerical_path(env)
+    assert env["ATEN_CPU_CAPABILITY"] == "default" and env["OMP_NUM_THREADS"] == "2" and "MKL_CBWR" not in env
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    env = {}
+    nbval_plugin.choose_numerical_path(env)  # another CPU than the recording's already is another path
+    assert "ATEN_CPU_CAPABILITY" not in env
+    env = {"LLMCOURSE_NBVAL_PATH": "recording"}
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    nbval_plugin.choose_numerical_path(env)
+    assert "ATEN_CPU_CAPABILITY" not in env
+
+
+def test_the_stored_notebooks_say_how_they_were_recorded():
+    for path in CHAPTERS:
+        meta = nbformat.read(path, as_version=4).metadata.get("llmcourse", {}).get("recorded_with")
+        assert meta, f"{path.name}: record it with `make record NOTEBOOKS={path.relative_to(ROOT)}`"
+        assert meta["threads"] == record.RECORDING_THREADS and meta["mkl_cbwr"] == "native"
+
+
+def test_recording_in_place_refuses_another_path(tmp_path):
+    with pytest.raises(ValueError, match="pass --out DIR"):
+        record.run([CHAPTERS[0]], cpu_capability="default")
+    with pytest.raises(FileNotFoundError, match="not a notebook"):
+        record.run([tmp_path / "missing.ipynb"])
+    env = record.kernel_env(2, "avx2", tmp_path / "ppl.json", "AVX2")
+    assert (env["OMP_NUM_THREADS"], env["ATEN_CPU_CAPABILITY"], env["MKL_CBWR"]) == ("2", "avx2", "AVX2")
+    assert env["LLMCOURSE_RESULTS_FILE"] == str(tmp_path / "ppl.json")
+    with pytest.raises(ValueError, match="threads must be an int >= 1"):
+        record.kernel_env(0, None, None)
