@@ -83,3 +83,15 @@ def test_outputs_by_kind():
 def test_a_bad_tolerance_is_refused(bad):
     with pytest.raises(ValueError, match="must be a finite number >= 0"):
         Tolerance(rel=bad)
+
+
+def test_measured_slack_applies_number_by_number():
+    table = "| PPO | 0.8281 | 3.2934 |\n| DPO | 0.8281 | 9.7216 |\n"
+    tolerance = Tolerance(rel=1.0, abs=1.0, why="trained", slack={"stdout": [[0.05, 0.5, 0.05, 4.0]]})
+    moved = table.replace("3.2934", "3.6").replace("9.7216", "13.1")
+    assert compare_outputs({"stdout": [table]}, {"stdout": [moved]}, tolerance) == []
+    too_far = table.replace("0.8281 | 3.2934", "0.7000 | 3.2934")
+    problems = compare_outputs({"stdout": [table]}, {"stdout": [too_far]}, tolerance)
+    assert len(problems) == 1 and "0.8281 became 0.7" in problems[0] and "measured for this number" in problems[0]
+    # a slack measured for another shape of output is not used: the cell's rel/abs apply
+    assert tolerance.slack_of("stdout", 0, 3) is None and tolerance.slack_of("stderr", 0, 4) is None

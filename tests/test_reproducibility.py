@@ -127,3 +127,42 @@ def test_recording_in_place_refuses_another_path(tmp_path):
     assert env["LLMCOURSE_RESULTS_FILE"] == str(tmp_path / "ppl.json")
     with pytest.raises(ValueError, match="threads must be an int >= 1"):
         record.kernel_env(0, None, None)
+
+
+def test_the_how_to_use_page_names_the_chapters_whose_numbers_move_like_a_seed():
+    """book/intro.md tells readers how far their numbers may differ; that sentence follows the data."""
+    import re
+
+    seedlike = sorted(int(nb[:2]) for nb, entry in SPEC["notebooks"].items()
+                      if reproducibility._how_far(entry) == "like a change of seed")
+    intro = (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+    named = re.search(r"samples of\s+their own model \(chapters? ([^)]*)\)", intro)
+    assert named, "book/intro.md must name the chapters whose numbers move like a change of seed"
+    assert sorted(int(n) for n in re.findall(r"\d+", named.group(1))) == seedlike
+
+
+def test_each_number_gets_its_own_measured_slack_with_the_cell_median_as_floor():
+    cell = nbformat.v4.new_code_cell("print(table)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="acc 0.500 ppl 100.0 kl 2.0 n 7\n")]
+    moved = {"a": {"changes": {"stdout": [[0.01, 2.0, 0.0, 0.0]]}, "text_changed": None},
+             "b": {"changes": {"stdout": [[0.03, 0.0, 0.5, 0.0]]}, "text_changed": None}}
+    tol = reproducibility.cell_tolerance(cell, moved)
+    m = reproducibility.MULTIPLE
+    # relative changes of the numbers >= 1: ppl 2 %, kl 25 %, median 13.5 %. acc: its own 0.03 (the only
+    # small number); ppl: the median 13.5 % > its own 2 %; kl: its own 0.5; n (an integer): the median.
+    assert tol["slack"]["stdout"][0] == pytest.approx([m * 0.03, m * 13.5, m * 0.5, m * 0.135 * 7], rel=1e-2)
+    assert not tol["integers"]
+    still = {"a": {"changes": {"stdout": [[0.0, 0.0, 0.0, 0.0]]}, "text_changed": None}}
+    assert reproducibility.cell_tolerance(cell, still) is None
+
+
+def test_every_measured_slack_matches_its_stored_output():
+    from llmcourse.book.numeric_compare import NUMBER
+
+    for path in CHAPTERS:
+        cells = {c.id: c for c in code_cells(path)}
+        for cell_id, entry in SPEC["notebooks"][path.name]["cells"].items():
+            flat = reproducibility._flat(cells[cell_id])
+            for key, outputs in entry["tolerance"]["slack"].items():
+                counts = [len(NUMBER.findall(v)) if isinstance(v, str) else 0 for v in flat[key]]
+                assert [len(o) for o in outputs] == counts, f"{path.name} cell {entry['index']}: stale slack"

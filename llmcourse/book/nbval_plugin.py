@@ -44,7 +44,8 @@ def tolerances(path: str = str(TOLERANCES_FILE)) -> dict[tuple[str, str], Tolera
     for notebook, entry in spec["notebooks"].items():
         for cell_id, cell in entry.get("cells", {}).items():
             tol = cell["tolerance"]
-            table[(notebook, cell_id)] = Tolerance(tol["rel"], tol["abs"], tol["integers"], tol["why"])
+            table[(notebook, cell_id)] = Tolerance(tol["rel"], tol["abs"], tol["integers"], tol["why"],
+                                                   tol.get("slack", {}))
     return table
 
 
@@ -59,6 +60,20 @@ def recorded_capability() -> str | None:
         meta = json.loads(nb.read_text(encoding="utf-8"))["metadata"].get("llmcourse", {})
         seen.add(meta.get("recorded_with", {}).get("cpu_capability"))
     return seen.pop() if len(seen) == 1 else None
+
+
+def coalesced(outputs) -> list[dict]:
+    """Streams of one name merged into their first output, as nbval merges them before comparing."""
+    merged, streams = [], {}
+    for output in outputs:
+        if output.get("output_type") == "stream":
+            if output["name"] in streams:
+                streams[output["name"]]["text"] += output["text"]
+                continue
+            output = dict(output)
+            streams[output["name"]] = output
+        merged.append(output)
+    return merged
 
 
 def flatten(outputs, skip: tuple, sanitize) -> dict[str, list]:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 # A number is not part of a word: "gpt2", "ch6_", "v1" stay text. Only ASCII letters count as word
 # characters here, so a number written against Chinese text ("共13909条") is still a number.
@@ -46,12 +47,17 @@ class Number:
 @dataclass(frozen=True)
 class Tolerance:
     """How far a cell's numbers may move: ``rel`` for magnitudes >= 1, ``abs`` below, for decimals (and
-    integers when ``integers`` is true); one unit of the last printed digit is always allowed."""
+    integers when ``integers`` is true); one unit of the last printed digit is always allowed.
+
+    ``slack``, when measured, gives each number its own allowed absolute change instead:
+    ``slack[key][j][i]`` for the ``i``-th number of the ``j``-th output of kind ``key`` (stream name or
+    MIME type), so that one volatile column does not widen the tolerance of a whole table."""
 
     rel: float = 1e-6
     abs: float = 0.0
     integers: bool = False
     why: str = "closed-form: the printed precision"
+    slack: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("rel", "abs"):
@@ -59,17 +65,26 @@ class Tolerance:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"Tolerance.{name} must be a finite number >= 0, got {value!r}")
 
-    def allows(self, stored: Number, new: Number) -> bool:
+    def allows(self, stored: Number, new: Number, slack: float | None = None) -> bool:
         if stored.is_integer != new.is_integer:
             return False  # "5" became "5.0": the formatting changed, which is a text change
         if stored.is_integer and not self.integers:
             return stored.value == new.value
-        # Magnitude >= 1 (perplexities, counts) moves relatively, smaller numbers (probabilities,
-        # accuracies) absolutely; the finer of the two printed precisions is always allowed (a glued
-        # round(x, 4) that prints "0.72" is 0.7200).
-        size = abs(stored.value)
-        slack = max(self.rel * size if size >= 1 else self.abs, min(stored.unit, new.unit))
-        return abs(new.value - stored.value) <= slack * (1 + 1e-12)
+        if slack is None:
+            # Magnitude >= 1 (perplexities, counts) moves relatively, smaller numbers (probabilities,
+            # accuracies) absolutely.
+            size = abs(stored.value)
+            slack = self.rel * size if size >= 1 else self.abs
+        # The finer of the two printed precisions is always allowed (a glued round(x, 4) that prints
+        # "0.72" is 0.7200).
+        return abs(new.value - stored.value) <= max(slack, min(stored.unit, new.unit)) * (1 + 1e-12)
+
+    def slack_of(self, key: str, output: int, count: int) -> Sequence[float] | None:
+        """The measured per-number slack of one output, if it was measured for this many numbers."""
+        outputs = self.slack.get(key, ())
+        if output < len(outputs) and len(outputs[output]) == count:
+            return outputs[output]
+        return None
 
     def describe(self) -> str:
         parts = [f"rel {self.rel:.3g}", f"abs {self.abs:.3g}"]
@@ -116,8 +131,10 @@ def _first_difference(a: str, b: str, width: int = 50) -> str:
     return f"stored: …{show(a)}…\n      new:    …{show(b)}…"
 
 
-def compare_text(stored: str, new: str, tolerance: Tolerance = CLOSED_FORM) -> list[str]:
-    """The differences between two outputs that the tolerance does not allow (empty: they agree)."""
+def compare_text(stored: str, new: str, tolerance: Tolerance = CLOSED_FORM,
+                 slack: Sequence[float] | None = None) -> list[str]:
+    """The differences between two outputs that the tolerance does not allow (empty: they agree);
+    ``slack``: each number's own allowed change (see :class:`Tolerance`)."""
     if stored == new:
         return []
     stored_template, stored_numbers = split_numbers(stored)
@@ -127,11 +144,14 @@ def compare_text(stored: str, new: str, tolerance: Tolerance = CLOSED_FORM) -> l
                 + _first_difference(stored_template, new_template)]
     problems = []
     for i, (a, b) in enumerate(zip(stored_numbers, new_numbers)):
-        if not tolerance.allows(a, b):
+        own = slack[i] if slack is not None else None
+        if not tolerance.allows(a, b, own):
             change = abs(b.value - a.value)
             relative = f", {change / abs(a.value):.3g} relative" if a.value else ""
+            allowed = f"±{own:.3g} (measured for this number; {tolerance.why})" if own is not None \
+                else tolerance.describe()
             problems.append(f"number {a.text} became {b.text} (off by {change:.3g}{relative}) at "
-                            f"{_context(stored_template, i)}; allowed: {tolerance.describe()}")
+                            f"{_context(stored_template, i)}; allowed: {allowed}")
     return problems
 
 
@@ -146,9 +166,10 @@ def compare_outputs(stored: dict[str, list], new: dict[str, list], tolerance: To
         if len(stored[key]) != len(new[key]):
             problems.append(f"{key!r}: {len(stored[key])} outputs stored, {len(new[key])} now")
             continue
-        for a, b in zip(stored[key], new[key]):
+        for j, (a, b) in enumerate(zip(stored[key], new[key])):
             if isinstance(a, str) and isinstance(b, str):
-                problems += [f"{key!r}: {p}" for p in compare_text(a, b, tolerance)]
+                slack = tolerance.slack_of(key, j, len(NUMBER.findall(a))) if tolerance.slack else None
+                problems += [f"{key!r}: {p}" for p in compare_text(a, b, tolerance, slack)]
             elif a != b:
                 problems.append(f"{key!r}: stored {a!r:.200} but now {b!r:.200}")
     return problems

@@ -31,6 +31,7 @@ import tempfile
 import nbformat
 
 from . import record
+from .nbval_plugin import coalesced, flatten
 from .numeric_compare import split_numbers
 
 ROOT = record.ROOT
@@ -47,55 +48,98 @@ PATHS = {
     "2 threads": {"threads": 2, "cpu_capability": None, "mkl_cbwr": None},
 }
 # What nbval does not compare (nbval.plugin's skip list, images included).
-NOT_COMPARED = {"metadata", "traceback", "prompt_number", "output_type", "name", "execution_count",
-                "application/vnd.jupyter.widget-view+json", "image/png", "image/jpeg"}
+NOT_COMPARED = ("metadata", "traceback", "prompt_number", "output_type", "name", "execution_count",
+                "application/vnd.jupyter.widget-view+json", "image/png", "image/jpeg")
 IGNORED = re.compile(r"^\s*#\s*NBVAL_(IGNORE_OUTPUT|SKIP)\s*$", re.MULTILINE)
 
 
-def _texts(cell) -> list[tuple[str, str]]:
-    """(key, text) of each compared output of a code cell, streams merged as nbval merges them."""
-    streams, texts = {}, []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream":
-            streams[out["name"]] = streams.get(out["name"], "") + out["text"]
-            continue
-        for key, value in out.get("data", {}).items():
-            if key not in NOT_COMPARED and isinstance(value, str):
-                texts.append((key, value))
-    return sorted(streams.items()) + texts
+def _flat(cell) -> dict[str, list]:
+    """A cell's compared outputs as nbval flattens them: ``{stream name or MIME type: [values]}``."""
+    return flatten(coalesced(cell.get("outputs", [])), NOT_COMPARED, lambda value: value)
 
 
 def cell_movement(stored, executed) -> dict:
-    """How far one cell's numbers moved: ``{"rel", "abs", "integers", "text_changed"}``.
-
-    A decimal that differs by no more than one unit of its last printed digit did not move (that is
-    the closed-form tolerance). ``rel`` is over numbers of magnitude >= 1, ``abs`` over smaller ones.
-    """
-    moved = {"rel": 0.0, "abs": 0.0, "integers": False, "text_changed": None}
-    a_texts, b_texts = _texts(stored), _texts(executed)
-    if [k for k, _ in a_texts] != [k for k, _ in b_texts]:
-        moved["text_changed"] = "the kinds of output differ"
-        return moved
-    for (key, a), (_, b) in zip(a_texts, b_texts):
-        (a_template, a_numbers), (b_template, b_numbers) = split_numbers(a), split_numbers(b)
-        if a_template != b_template:
-            moved["text_changed"] = f"{key}: the text around the numbers changed"
-            continue
-        for x, y in zip(a_numbers, b_numbers):
-            change = abs(x.value - y.value)
-            if change <= min(x.unit, y.unit) * (1 + 1e-12):
+    """How far each number of one cell moved: ``{"changes": {key: [[change of number i] per output]},
+    "text_changed": reason or None}``. A change within one unit of the last printed digit counts as 0
+    (that much is the closed-form tolerance); an output whose text changed has ``None``."""
+    a, b = _flat(stored), _flat(executed)
+    if {k: len(v) for k, v in a.items()} != {k: len(v) for k, v in b.items()}:
+        return {"changes": {}, "text_changed": "the kinds or number of outputs differ"}
+    changes, text_changed = {}, None
+    for key in a:
+        changes[key] = []
+        for x, y in zip(a[key], b[key]):
+            if not (isinstance(x, str) and isinstance(y, str)):
+                changes[key].append([] if x == y else None)
                 continue
-            if x.is_integer:
-                moved["integers"] = True
-            if abs(x.value) >= 1:
-                moved["rel"] = max(moved["rel"], change / abs(x.value))
-            else:
-                moved["abs"] = max(moved["abs"], change)
-    return moved
+            (x_template, x_numbers), (y_template, y_numbers) = split_numbers(x), split_numbers(y)
+            if x_template != y_template:
+                text_changed = f"{key}: the text around the numbers changed"
+                changes[key].append(None)
+                continue
+            changes[key].append([0.0 if abs(u.value - v.value) <= min(u.unit, v.unit) * (1 + 1e-12)
+                                 else abs(u.value - v.value) for u, v in zip(x_numbers, y_numbers)])
+    return {"changes": changes, "text_changed": text_changed}
 
 
 def compared_cells(nb) -> list:
     return [c for c in nb.cells if c.cell_type == "code" and c.get("outputs") and not IGNORED.search(c.source)]
+
+
+def _summary(values: list, changes: list, integer: list) -> dict:
+    """Largest relative change (|x| >= 1), largest absolute change (|x| < 1), whether an integer moved."""
+    rel = [d / abs(x) for x, d in zip(values, changes) if abs(x) >= 1]
+    abs_ = [d for x, d in zip(values, changes) if abs(x) < 1]
+    return {"rel": _round(max(rel, default=0.0)), "abs": _round(max(abs_, default=0.0)),
+            "integers": any(d > 0 for d, i in zip(changes, integer) if i)}
+
+
+def cell_tolerance(cell, movements: dict[str, dict]) -> dict | None:
+    """The tolerance of one cell from its movements on each path, or None if no number moved.
+
+    Each number may move by MULTIPLE times the larger of its own largest change and the median change
+    of the cell's moving numbers (relative for |x| >= 1, absolute below): a number that happened to
+    hold still on every path in a cell whose neighbours moved still gets room to move."""
+    stored = _flat(cell)
+    numbers = {key: [split_numbers(v)[1] if isinstance(v, str) else [] for v in values]
+               for key, values in stored.items()}
+    largest = {key: [[0.0] * len(nums) for nums in outputs] for key, outputs in numbers.items()}
+    for move in movements.values():
+        for key, outputs in move["changes"].items():
+            for j, changes in enumerate(outputs):
+                for i, d in enumerate(changes or []):
+                    largest[key][j][i] = max(largest[key][j][i], d)
+    flat = [(n, largest[key][j][i]) for key, outputs in numbers.items()
+            for j, nums in enumerate(outputs) for i, n in enumerate(nums)]
+    moved = [(n, d) for n, d in flat if d > 0]
+    if not moved:
+        return None
+    rel_floor = _median([d / abs(n.value) for n, d in moved if abs(n.value) >= 1])
+    abs_floor = _median([d for n, d in moved if abs(n.value) < 1])
+
+    def slack(n, d):
+        floor = rel_floor * abs(n.value) if abs(n.value) >= 1 else abs_floor
+        return _round(MULTIPLE * max(d, floor))
+
+    slacks = {key: [[slack(n, largest[key][j][i]) for i, n in enumerate(nums)] for j, nums in enumerate(outputs)]
+              for key, outputs in numbers.items()}
+    every = [(n, slacks[key][j][i]) for key, outputs in numbers.items()
+             for j, nums in enumerate(outputs) for i, n in enumerate(nums)]
+    return {
+        "rel": _round(max([s / abs(n.value) for n, s in every if abs(n.value) >= 1], default=1e-6)),
+        "abs": _round(max([s for n, s in every if abs(n.value) < 1], default=0.0)),
+        "integers": any(n.is_integer for n, _ in moved),
+        "why": f"trained or sampled: {MULTIPLE} x the largest change measured on {len(movements)} paths",
+        "slack": slacks,
+    }
+
+
+def _median(values: list) -> float:
+    values = sorted(values)
+    if not values:
+        return 0.0
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def measure_notebook(stored_path: pathlib.Path, runs: dict[str, pathlib.Path]) -> dict:
@@ -104,35 +148,39 @@ def measure_notebook(stored_path: pathlib.Path, runs: dict[str, pathlib.Path]) -
     executed = {name: nbformat.read(folder / stored_path.name, as_version=4) for name, folder in runs.items()}
     # Cells are numbered as nbval numbers them (code cells only), so "::Cell 12" is cell 12 here.
     index = {c.id: i for i, c in enumerate(c for c in stored.cells if c.cell_type == "code")}
-    cells, text_changed, largest = {}, {}, {name: {"rel": 0.0, "abs": 0.0} for name in runs}
+    cells, text_changed = {}, {}
+    largest = {name: {"rel": 0.0, "abs": 0.0} for name in runs}
     for cell in compared_cells(stored):
-        moves = {}
+        movements = {}
         for name, nb in executed.items():
             twin = next((c for c in nb.cells if c.get("id") == cell.id), None)
             if twin is None or twin.source != cell.source:
                 continue  # another version of the notebook (an earlier recording): not comparable
-            move = cell_movement(cell, twin)
-            if move.pop("text_changed"):
+            movements[name] = cell_movement(cell, twin)
+            if movements[name]["text_changed"]:
                 text_changed.setdefault(cell.id, []).append(name)
-            if move["rel"] or move["abs"] or move["integers"]:
-                moves[name] = move
-            for k in ("rel", "abs"):
-                largest[name][k] = max(largest[name][k], move[k])
-        if moves:
-            rel = max(m["rel"] for m in moves.values())
-            abs_ = max(m["abs"] for m in moves.values())
-            cells[cell.id] = {
-                "index": index[cell.id],
-                "moved": {name: {k: _round(v) for k, v in m.items()} for name, m in moves.items()},
-                "tolerance": {
-                    "rel": _round(max(MULTIPLE * rel, 1e-6)), "abs": _round(MULTIPLE * abs_),
-                    "integers": any(m["integers"] for m in moves.values()),
-                    "why": f"trained or sampled: {MULTIPLE} x the largest movement on {len(runs)} paths"},
-            }
-    seconds = {}
-    for name, folder in runs.items():
-        meta = executed[name].metadata.get("llmcourse", {}).get("recorded_with", {})
-        seconds[name] = meta.get("seconds")
+        tolerance = cell_tolerance(cell, movements)
+        if tolerance is None:
+            continue
+        per_path = {}
+        for name, move in movements.items():
+            values, changes, integer = [], [], []
+            for key, outputs in move["changes"].items():
+                for j, output_changes in enumerate(outputs):
+                    text = _flat(cell)[key][j]
+                    if output_changes and isinstance(text, str):
+                        nums = split_numbers(text)[1]
+                        values += [n.value for n in nums]
+                        integer += [n.is_integer for n in nums]
+                        changes += output_changes
+            summary = _summary(values, changes, integer)
+            if summary["rel"] or summary["abs"] or summary["integers"]:
+                per_path[name] = summary
+                for k in ("rel", "abs"):
+                    largest[name][k] = max(largest[name][k], summary[k])
+        cells[cell.id] = {"index": index[cell.id], "moved": per_path, "tolerance": tolerance}
+    seconds = {name: nb.metadata.get("llmcourse", {}).get("recorded_with", {}).get("seconds")
+               for name, nb in executed.items()}
     return {"compared_cells": len(compared_cells(stored)), "cells": cells, "text_changed": text_changed,
             "largest": {name: {k: _round(v) for k, v in m.items()} for name, m in largest.items()},
             "seconds": seconds}
