@@ -41,8 +41,9 @@ def test_every_chapter_is_measured_and_every_tolerance_names_a_compared_cell():
             assert cell_id in compared, f"{path.name}: tolerance for cell {cell_id}, which is not a compared cell"
             assert cell["index"] == compared[cell_id]
             tol = cell["tolerance"]
-            assert tol["rel"] >= SPEC["multiple"] * max(m["rel"] for m in cell["moved"].values()) * 0.999
-            assert tol["abs"] >= SPEC["multiple"] * max(m["abs"] for m in cell["moved"].values()) * 0.999
+            # (both sides are rounded to 3 significant digits in the file)
+            assert tol["rel"] >= SPEC["multiple"] * max(m["rel"] for m in cell["moved"].values()) * 0.99
+            assert tol["abs"] >= SPEC["multiple"] * max(m["abs"] for m in cell["moved"].values()) * 0.99
         assert not entry["text_changed"], (
             f"{path.name}: compared cells whose text changes on another path: {entry['text_changed']}; "
             "print sampled text in a cell of its own marked NBVAL_IGNORE_OUTPUT")
@@ -84,7 +85,7 @@ def test_nbval_fails_a_changed_number_and_a_changed_word_and_passes_the_rest(tmp
     out = result.stdout
     assert result.returncode == 1, out[-3000:]
     assert f"2 failed, {len(cells) - 2} passed" in out, out[-3000:]
-    assert f"Cell {ce}" in out and "0.6931 became 0.7931" in out
+    assert f"Cell {ce}" in out and "0.7931 became 0.6931" in out  # stored (edited) -> recomputed
     assert f"Cell {worded}" in out and "text around the numbers changed" in out
 
 
