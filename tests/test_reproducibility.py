@@ -92,15 +92,18 @@ def test_nbval_fails_a_changed_number_and_a_changed_word_and_passes_the_rest(tmp
 def test_the_run_uses_other_kernels_than_the_recording(monkeypatch):
     import torch
 
-    monkeypatch.setattr(nbval_plugin, "recorded_capability", lambda: "AVX512")
+    monkeypatch.setattr(nbval_plugin, "recorded_path", lambda: ("AVX512", 1))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     env = {}
     line = nbval_plugin.choose_numerical_path(env)
     assert env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
     assert "recorded with AVX512" in line and "avx2" in line
-    env = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "2"}  # a stand-in chosen by hand is kept
+    env = {"ATEN_CPU_CAPABILITY": "default"}  # a stand-in chosen by hand is kept
     nbval_plugin.choose_numerical_path(env)
-    assert env["ATEN_CPU_CAPABILITY"] == "default" and env["OMP_NUM_THREADS"] == "2" and "MKL_CBWR" not in env
+    assert env["ATEN_CPU_CAPABILITY"] == "default" and env["OMP_NUM_THREADS"] == "1" and "MKL_CBWR" not in env
+    env = {"OMP_NUM_THREADS": "2"}  # another thread count is already another path: native kernels stay
+    nbval_plugin.choose_numerical_path(env)
+    assert "ATEN_CPU_CAPABILITY" not in env and "MKL_CBWR" not in env
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     env = {}
     nbval_plugin.choose_numerical_path(env)  # another CPU than the recording's already is another path

@@ -5,7 +5,9 @@ run on a numerical path other than the one that recorded the notebooks.
   :mod:`llmcourse.book.numeric_compare`: text exactly, numbers within the cell's tolerance from
   ``notebooks/tolerances.json`` (closed-form precision for a cell that declares none).
 - The notebooks were recorded on one path (``metadata.llmcourse.recorded_with``: torch's CPU kernels
-  and one thread). Unless ``ATEN_CPU_CAPABILITY`` is already set, the kernels nbval starts use
+  and one thread). Unless the run already differs from that path (``ATEN_CPU_CAPABILITY`` or
+  ``MKL_CBWR`` set, another ``OMP_NUM_THREADS``, a CPU whose torch kernels are not the recording's),
+  the kernels nbval starts use
   another set of CPU kernels (torch's and MKL's AVX2 code where the recording used AVX-512, as on an
   AVX2-only CPU), so every run shows that the stated numbers hold on a path other than the recording
   one, not only bit for bit where they were made. ``LLMCOURSE_NBVAL_PATH=recording`` keeps the
@@ -53,13 +55,14 @@ def tolerance_for(notebook: str, cell_id: str | None) -> Tolerance:
     return tolerances().get((notebook, cell_id), CLOSED_FORM)
 
 
-def recorded_capability() -> str | None:
-    """The CPU kernels torch used when the stored notebooks were recorded (from their metadata)."""
+def recorded_path() -> tuple[str | None, int | None]:
+    """The CPU kernels torch used and the thread count when the stored notebooks were recorded (from
+    their metadata), or None where the chapters disagree."""
     seen = set()
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        meta = json.loads(nb.read_text(encoding="utf-8"))["metadata"].get("llmcourse", {})
-        seen.add(meta.get("recorded_with", {}).get("cpu_capability"))
-    return seen.pop() if len(seen) == 1 else None
+        meta = json.loads(nb.read_text(encoding="utf-8"))["metadata"].get("llmcourse", {}).get("recorded_with", {})
+        seen.add((meta.get("cpu_capability"), meta.get("threads")))
+    return seen.pop() if len(seen) == 1 else (None, None)
 
 
 def coalesced(outputs) -> list[dict]:
@@ -110,8 +113,11 @@ def choose_numerical_path(environ=os.environ) -> str:
     """Set the kernels' environment (see the module docstring); returns a one-line description."""
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         environ.setdefault(name, "1")
-    recorded = recorded_capability()
-    if "ATEN_CPU_CAPABILITY" not in environ and environ.get("LLMCOURSE_NBVAL_PATH") != "recording":
+    recorded, threads = recorded_path()
+    # Only a run that would repeat the recording path exactly is moved to other kernels: another thread
+    # count, other kernels chosen by hand, or another CPU already are another path.
+    chosen = {"ATEN_CPU_CAPABILITY", "MKL_CBWR"} & set(environ) or environ["OMP_NUM_THREADS"] != str(threads)
+    if not chosen and environ.get("LLMCOURSE_NBVAL_PATH") != "recording":
         import torch
 
         native = torch.backends.cpu.get_cpu_capability()
