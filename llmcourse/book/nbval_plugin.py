@@ -7,11 +7,10 @@ run on a numerical path other than the one that recorded the notebooks.
 - The notebooks were recorded on one path (``metadata.llmcourse.recorded_with``: torch's CPU kernels
   and one thread). Unless the run already differs from that path (``ATEN_CPU_CAPABILITY`` or
   ``MKL_CBWR`` set, another ``OMP_NUM_THREADS``, a CPU whose torch kernels are not the recording's),
-  the kernels nbval starts use
-  another set of CPU kernels (torch's and MKL's AVX2 code where the recording used AVX-512, as on an
-  AVX2-only CPU), so every run shows that the stated numbers hold on a path other than the recording
-  one, not only bit for bit where they were made. ``LLMCOURSE_NBVAL_PATH=recording`` keeps the
-  recording path (to check a fresh recording).
+  the kernels nbval starts use another set of CPU kernels (torch's and MKL's AVX2 code where the
+  recording used AVX-512, as on an AVX2-only CPU), so every run shows that the stated numbers hold
+  on a path other than the recording one, not only bit for bit where they were made.
+  ``LLMCOURSE_NBVAL_PATH=recording`` keeps the recording path (to check a fresh recording).
 - Kernels get one torch thread unless ``OMP_NUM_THREADS`` is set (two xdist workers share 2 cores),
   and write the running perplexity table to a scratch copy, so the shipped one is left as recorded.
 
