@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh scripts/ins
 
 # The book renders the stored notebook outputs, which `make test` re-executes and checks; about a
 # minute. `make book EXECUTE=1` executes every chapter during the build instead (one torch thread, as
-# the stored outputs were recorded; about 15 minutes on 2 cores).
+# the stored outputs were recorded; about 10 minutes).
 EXECUTE ?=
 book: setup assets
 	$(if $(EXECUTE),mkdir -p _build && $(BIN)/python scripts/book-config.py --execute > _build/config-execute.yml &&) \
