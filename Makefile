@@ -31,10 +31,12 @@ $(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh scripts/ins
 # minute. `make book EXECUTE=1` executes every chapter during the build instead (one torch thread, as
 # the stored outputs were recorded; about 10 minutes).
 EXECUTE ?=
+# An executing build writes the running perplexity table to a scratch copy, not to the shipped one.
 book: setup assets
-	$(if $(EXECUTE),mkdir -p _build && $(BIN)/python scripts/book-config.py --execute > _build/config-execute.yml &&) \
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/jupyter-book build . --warningiserror --keep-going \
-	  $(if $(EXECUTE),--config _build/config-execute.yml)
+	$(if $(EXECUTE),mkdir -p _build && $(BIN)/python scripts/book-config.py --execute > _build/config-execute.yml && \
+	  cp llmcourse/results/perplexity.json _build/perplexity.json &&) \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(if $(EXECUTE),LLMCOURSE_RESULTS_FILE=$(CURDIR)/_build/perplexity.json) \
+	  $(BIN)/jupyter-book build . --warningiserror --keep-going $(if $(EXECUTE),--config _build/config-execute.yml)
 	@echo "book: _build/html/index.html"
 
 # Two xdist workers, one torch thread each, fill the 2 cores. nbval runs the notebooks on another set of
