@@ -186,8 +186,10 @@ def run_torchrun(script: str | os.PathLike, nproc: int, args: Sequence[str] = ()
                  timeout: float = 600, threads_per_process: int = 1) -> subprocess.CompletedProcess:
     """Run ``python -m torch.distributed.run --standalone --nproc_per_node=nproc script args...``.
 
-    Each process gets ``OMP_NUM_THREADS=threads_per_process`` (N processes on N cores, not N x cores
-    threads fighting for them). Output is captured (torchrun prints set-up notices on stderr); a failed
+    Each process gets ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` = ``threads_per_process`` (N processes
+    on N cores, not N x cores threads fighting for them; an inherited MKL_NUM_THREADS=2 let MKL pick its
+    thread count per process at run time, and the ranks' weights stopped being bit-identical). Output
+    is captured (torchrun prints set-up notices on stderr); a failed
     run raises ``RuntimeError`` with the end of its output.
     """
     script = os.fspath(script)
@@ -197,7 +199,7 @@ def run_torchrun(script: str | os.PathLike, nproc: int, args: Sequence[str] = ()
         raise ValueError(f"nproc must be an int >= 1, got {nproc!r}")
     env = {k: v for k, v in os.environ.items()
            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = str(threads_per_process)
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads_per_process)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                script, *map(str, args)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)

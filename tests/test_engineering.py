@@ -239,7 +239,7 @@ def test_noisy_batcher_deletion_and_replacement():
 
 
 # ---- torchrun -------------------------------------------------------------------------------------
-def test_run_torchrun(tmp_path):
+def test_run_torchrun(tmp_path, monkeypatch):
     script = tmp_path / "allreduce.py"
     script.write_text(textwrap.dedent('''
         import os, sys, torch, torch.distributed as dist
@@ -247,11 +247,13 @@ def test_run_torchrun(tmp_path):
         t = torch.tensor([float(dist.get_rank() + 1)])
         dist.all_reduce(t)  # 1 + 2 on both processes
         with open(os.path.join(sys.argv[1], f"rank{dist.get_rank()}.txt"), "w") as f:
-            f.write(f"{t.item()} {os.environ['OMP_NUM_THREADS']}")
+            f.write(f"{t.item()} {os.environ['OMP_NUM_THREADS']} {os.environ['MKL_NUM_THREADS']}")
         dist.destroy_process_group()
     '''))
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")  # the caller's thread settings do not leak into the ranks
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     run_torchrun(script, 2, [str(tmp_path)], cwd=tmp_path, timeout=300)
-    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["3.0 1", "3.0 1"]
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["3.0 1 1", "3.0 1 1"]
     bad = tmp_path / "bad.py"
     bad.write_text("raise SystemExit('deliberate failure')\n")
     with pytest.raises(RuntimeError, match="deliberate failure"):
