@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh scripts/ins
 	$(BIN)/python -c "import torch, jieba, snownlp, jupyter_book, nbval, sphinx_exercise, sphinxcontrib.mermaid"
 	bash scripts/install-fonts.sh
 	bash scripts/install-browser.sh
-	$(BIN)/python -c "from llmcourse.viz import find_cjk_font; print('matplotlib CJK font:', find_cjk_font())"
+	$(BIN)/python -c "from llmcourse.book.viz import find_cjk_font; print('matplotlib CJK font:', find_cjk_font())"
 	touch $@
 
 # The book renders the stored notebook outputs, which `make test` re-executes and checks; about a
@@ -65,17 +65,17 @@ tolerances: setup
 # Student versions of the chapters (solutions removed, graded checks kept), each executed once to
 # prove it still runs top to bottom.
 student: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.coursework student notebooks/*.ipynb --out student --execute
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.book.coursework student notebooks/*.ipynb --out student --execute
 
 # Retrain the weights the package ships (llmcourse/weights/, minutes of CPU each) from their recipes.
 weights: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.pretrained build all
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.book.pretrained build all
 
 # Retrain every shipped weights file from scratch into a temporary folder and compare (about 20 minutes):
 # bit for bit on the CPU and torch that built them, metrics within 2 % elsewhere. `make test` keeps only
 # a fast guard (hashes, one re-measured metric, the first updates replayed: tests/test_pretrained_guard.py).
 verify-weights: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.pretrained verify all
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.book.pretrained verify all
 
 clean:
 	rm -rf _build

@@ -2,7 +2,7 @@
 
 Each chapter derives a piece in its cells; the package keeps the same code for later chapters.
 """
-from .utils import PRESETS, Preset, get_device, get_preset, set_seed
+from llmcourse.core.runtime import PRESETS, Preset, get_device, get_preset, set_seed
 
 __version__ = "0.1.0"
 __all__ = ["PRESETS", "Preset", "get_device", "get_preset", "set_seed", "__version__"]

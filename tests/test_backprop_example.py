@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmcourse import nn_numpy as nn
-from llmcourse.autograd import Value
+from llmcourse.chapters import nn_numpy as nn
+from llmcourse.chapters.autograd import Value
 
 X0 = np.array([1.0, 2.0, 3.0])  # the articles' input
 

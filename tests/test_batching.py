@@ -1,8 +1,8 @@
-"""Tests for llmcourse.batching: LM streams, random windows, exact evaluation windows, padding."""
+"""Tests for llmcourse.data.batching: LM streams, random windows, exact evaluation windows, padding."""
 import pytest
 import torch
 
-from llmcourse.batching import (
+from llmcourse.data.batching import (
     IGNORE_INDEX, EvalWindows, LMBatcher, classification_batches, encode_texts, eval_windows, lm_stream,
     num_batches, random_batches,
 )

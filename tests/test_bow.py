@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmcourse.bow import BowLogisticRegression, ngrams
+from llmcourse.models.bow import BowLogisticRegression, ngrams
 
 TEXTS = ["很好很好", "好书", "很差", "差评差", "书很好", "太差了", "好好", "不好很差"]
 LABELS = [1, 1, 0, 0, 1, 0, 1, 0]

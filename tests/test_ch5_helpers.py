@@ -1,14 +1,14 @@
-"""Tests for llmcourse.lm_eval: the reviews as LM streams, exact perplexity, sequence repetition."""
+"""Tests for llmcourse.evaluate: the reviews as LM streams, exact perplexity, sequence repetition."""
 import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from llmcourse import data
-from llmcourse.lm_eval import lm_perplexity, review_lm_data, seq_repetition
+from llmcourse.data import corpus
+from llmcourse.evaluate import lm_perplexity, review_lm_data, seq_repetition
 from llmcourse.models import MLPLM
-from llmcourse.tokenizers import CharTokenizer
+from llmcourse.data.tokenizers import CharTokenizer
 
 
 class BigramTable(nn.Module):
@@ -42,12 +42,12 @@ def test_streams_follow_the_convention(reviews):
     assert isinstance(tok, CharTokenizer) and tok.min_freq == 2
     assert len(tok) == 3724  # chapter 1's |V|: 3,720 characters seen twice + <unk>, <eos> (+ <pad>, <bos>)
     for split, stream in zip(("train", "val", "test"), reviews[1:]):
-        texts = data.review_texts(split)
+        texts = corpus.review_texts(split)
         # one leading <eos>, then every character and one <eos> per review
         assert stream.numel() == 1 + sum(len(t) for t in texts) + len(texts)
         assert int((stream == 3).sum()) == len(texts) + 1
         assert stream.dtype == torch.long
-    first = data.review_texts("train")[0]
+    first = corpus.review_texts("train")[0]
     assert tok.decode(reviews.train[1 : 1 + len(first)].tolist()) == "".join(
         c if c in tok.vocab else "<unk>" for c in first)
 

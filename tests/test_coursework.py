@@ -6,7 +6,7 @@ import nbformat
 import pytest
 import yaml
 
-from llmcourse import coursework
+from llmcourse.book import coursework
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -17,7 +17,7 @@ def toy_notebook():
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
     cells = [
         md("# Toy chapter"),
-        code("from llmcourse import grading"),
+        code("from llmcourse.book import grading"),
         md("```{exercise} Square\n:label: toy-ex-sq\nWrite `square(x)`.\n```\n"
            "```{solution-start} toy-ex-sq\n:class: dropdown\n```"),
         code("import math\n\ndef square(x):\n    return x * x\n\nanswer = square(3)"),

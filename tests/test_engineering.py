@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
-from llmcourse.batching import LMBatcher
-from llmcourse.engineering import (
+from llmcourse.data.batching import LMBatcher
+from llmcourse.chapters.engineering import (
     MicroBatches, NoisyLMBatcher, count_nonzero, effective_tensors, explicit_attention, global_magnitude_masks,
     make_pruning_permanent, measure_throughput, prunable_linears, prune_linears, run_torchrun, storage_bytes,
 )

@@ -3,7 +3,7 @@ maps equal to Hugging Face BERT's own attention probabilities."""
 import pytest
 import torch
 
-from llmcourse.finetune import accuracy, attention_by_offset, attention_maps, finetune_classifier, labelled_subset
+from llmcourse.chapters.finetune import accuracy, attention_by_offset, attention_maps, finetune_classifier, labelled_subset
 from llmcourse.models.bert import BertConfig, BertForMaskedLM, BertForSequenceClassification, bert_from_hf
 from llmcourse.train import TrainConfig
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmcourse import grading
+from llmcourse.book import grading
 
 
 def reference_softmax(x):

@@ -1,4 +1,4 @@
-"""llmcourse.lm_math against torch.nn.functional and hand-derived values (chapter 3)."""
+"""llmcourse.chapters.lm_math against torch.nn.functional and hand-derived values (chapter 3)."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmcourse import lm_math as M
+from llmcourse.chapters import lm_math as M
 
 ARTICLE_P = [0.1, 0.2, 0.5, 0.2]  # seed 003 §4.2: p(x_3 | x_<3), the target "machine" is index 2
 

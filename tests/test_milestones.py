@@ -1,7 +1,7 @@
 import pytest
 
-from llmcourse import milestones
-from llmcourse.milestones import M, Milestone, format_params
+from llmcourse.chapters import milestones
+from llmcourse.chapters.milestones import M, Milestone, format_params
 
 
 def test_published_sizes_of_landmark_models():

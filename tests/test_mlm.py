@@ -3,7 +3,7 @@ labels, determinism, and errors."""
 import pytest
 import torch
 
-from llmcourse.mlm import (
+from llmcourse.data.masking import (
     IGNORE_INDEX,
     BertVocab,
     ClassificationBatcher,
@@ -13,7 +13,7 @@ from llmcourse.mlm import (
     pad_batch,
 )
 from llmcourse.models.bert import BertConfig, BertForSequenceClassification
-from llmcourse.tokenizers import CharTokenizer
+from llmcourse.data.tokenizers import CharTokenizer
 
 V, MASK = 50, 49
 SPECIAL = (0, 2, 3, 47, 48, 49)  # pad, bos, eos, [CLS], [SEP], [MASK]

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmcourse.batching import lm_stream
+from llmcourse.data.batching import lm_stream
 from llmcourse.models.lstm_lm import LSTMLM
 from llmcourse.models.mlp_lm import MLPLM
 

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from llmcourse import pretrained
-from llmcourse.results import perplexity_table
+from llmcourse.book import pretrained
+from llmcourse.book.results import perplexity_table
 from llmcourse.train import CheckpointError
 
 FAST = "bert-mlm-reviews"  # a 5-update build of this recipe takes seconds
@@ -40,7 +40,7 @@ def test_build_is_deterministic_and_loads(tiny_builds):
 
 
 def test_missing_corrupt_and_foreign_files(tmp_path, tiny_builds):
-    with pytest.raises(FileNotFoundError, match="python -m llmcourse.pretrained build"):
+    with pytest.raises(FileNotFoundError, match="python -m llmcourse.book.pretrained build"):
         pretrained.load(FAST, str(tmp_path / "nothing.pt"))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(open(tiny_builds[0], "rb").read()[:1000])

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from llmcourse import pretrained
-from llmcourse.utils import CheckpointError
+from llmcourse.book import pretrained
+from llmcourse.core.checkpoint import CheckpointError
 
 
 @pytest.mark.parametrize("name", sorted(pretrained.RECIPES))

@@ -3,7 +3,7 @@ import pathlib
 
 import pytest
 
-from llmcourse import results
+from llmcourse.book import results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmcourse import generate
-from llmcourse.batching import IGNORE_INDEX, random_batches
+from llmcourse.data.batching import IGNORE_INDEX, random_batches
 from llmcourse.models import GPT, GPTConfig
-from llmcourse.selffeedback import (
+from llmcourse.chapters.selffeedback import (
     FilteredConfig, SelfFeedbackConfig, articles_pseudo_loss, check_addition, check_lambda, completion_batch,
     filtered_self_training, joint_loss, pseudo_loss, pseudo_samples, rejection_sample, self_feedback,
     sequence_nll, verified_accuracy,

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import llmcourse
-from llmcourse import data, metrics
-from llmcourse.tagger import (TAGS, ConvTagger, Segmenter, is_valid_tag_sequence, pad_batch, tags_to_words,
+from llmcourse.data import corpus
+from llmcourse import evaluate
+from llmcourse.chapters.tagger import (TAGS, ConvTagger, Segmenter, is_valid_tag_sequence, pad_batch, tags_to_words,
                               train_segmenter, viterbi, words_to_tags)
 
 
@@ -18,7 +19,7 @@ def test_words_to_tags_hand_example():
 
 @pytest.mark.parametrize("n_sentences", [50])
 def test_tags_round_trip_on_gold_sentences(n_sentences):
-    for words in data.load_segmentation("val")[:n_sentences]:
+    for words in corpus.load_segmentation("val")[:n_sentences]:
         tags = words_to_tags(words)
         assert len(tags) == len("".join(words))
         assert is_valid_tag_sequence(tags)
@@ -90,7 +91,7 @@ def test_model_shapes_and_padding():
 
 @pytest.fixture(scope="module")
 def small_corpus():
-    return data.load_segmentation("train")[:300]
+    return corpus.load_segmentation("train")[:300]
 
 
 def test_training_is_repeatable_under_set_seed(small_corpus):
@@ -118,7 +119,7 @@ def test_training_learns_and_segments(small_corpus):
     # on its own training sentences it beats cutting every character apart
     single_chars = [list(t) for t in texts]
     gold = small_corpus[:40]
-    assert metrics.segmentation_prf(predicted, gold)["f1"] > metrics.segmentation_prf(single_chars, gold)["f1"] + 0.2
+    assert evaluate.segmentation_prf(predicted, gold)["f1"] > evaluate.segmentation_prf(single_chars, gold)["f1"] + 0.2
     assert seg.segment("") == []
     assert "".join(seg.segment("我喜欢吃苹果")) == "我喜欢吃苹果"
     with pytest.raises(TypeError, match="list of texts"):

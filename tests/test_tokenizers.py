@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from llmcourse import data
-from llmcourse.tokenizers import (BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, BPETokenizer, CharTokenizer,
+from llmcourse.data import corpus
+from llmcourse.data.tokenizers import (BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, BPETokenizer, CharTokenizer,
                                   JiebaTokenizer, Tokenizer, UnknownTokenIdError, WhitespaceTokenizer, bpe_step,
                                   count_pairs, forward_max_match, merge_pair, split_chunks)
 
@@ -25,7 +25,7 @@ def jieba():
 
 @pytest.fixture(scope="module")
 def reviews():
-    return data.review_texts("train")[:300]
+    return corpus.review_texts("train")[:300]
 
 
 # ---- the shared interface -------------------------------------------------------------------------

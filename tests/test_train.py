@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.batching import LMBatcher, eval_windows
+from llmcourse.data.batching import LMBatcher, eval_windows
 from llmcourse.models.lstm_lm import LSTMLM
 from llmcourse.models.mlp_lm import MLPLM
 from llmcourse.train import (

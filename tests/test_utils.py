@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import llmcourse
-from llmcourse.utils import PRESET_ENV
+from llmcourse.core.runtime import PRESET_ENV
 
 
 def test_set_seed_makes_all_generators_repeat():

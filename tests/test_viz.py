@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from llmcourse import viz  # noqa: E402
+from llmcourse.book import viz  # noqa: E402
 
 
 def test_a_cjk_font_is_installed_and_renders_chinese():

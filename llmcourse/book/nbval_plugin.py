@@ -26,8 +26,8 @@ import shutil
 import tempfile
 from functools import lru_cache
 
-from ..results import RESULTS_ENV, results_file
-from .numeric_compare import CLOSED_FORM, Tolerance, compare_outputs
+from llmcourse.book.results import RESULTS_ENV, results_file
+from llmcourse.book.numeric_compare import CLOSED_FORM, Tolerance, compare_outputs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOLERANCES_FILE = ROOT / "notebooks" / "tolerances.json"

@@ -28,7 +28,7 @@ import time
 
 import nbformat
 
-from ..results import RESULTS_ENV, results_file
+from llmcourse.book.results import RESULTS_ENV, results_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"

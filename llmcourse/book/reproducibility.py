@@ -29,9 +29,9 @@ import tempfile
 
 import nbformat
 
-from . import record
-from .nbval_plugin import coalesced, flatten
-from .numeric_compare import split_numbers
+from llmcourse.book import record
+from llmcourse.book.nbval_plugin import coalesced, flatten
+from llmcourse.book.numeric_compare import split_numbers
 
 ROOT = record.ROOT
 TOLERANCES_FILE = ROOT / "notebooks" / "tolerances.json"

@@ -1,9 +1,9 @@
 """Language models of the book, from counts to Transformers."""
-from .bert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, bert_from_hf
-from .gpt import GPT, IGNORE_INDEX, GPTConfig
-from .hf_convert import gpt_from_hf, gpt_to_hf
-from .lstm_lm import LSTMLM
-from .mlp_lm import MLPLM
-from .ngram import NGramLM
+from llmcourse.models.bert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, bert_from_hf
+from llmcourse.models.gpt import GPT, IGNORE_INDEX, GPTConfig
+from llmcourse.models.hf_convert import gpt_from_hf, gpt_to_hf
+from llmcourse.models.lstm_lm import LSTMLM
+from llmcourse.models.mlp_lm import MLPLM
+from llmcourse.models.ngram import NGramLM
 
 __all__ = ["BertConfig", "BertForMaskedLM", "BertForSequenceClassification", "BertModel", "bert_from_hf", "GPT", "GPTConfig", "IGNORE_INDEX", "LSTMLM", "MLPLM", "NGramLM", "gpt_from_hf", "gpt_to_hf"]

@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_token_ids, is_compiling
-from .gpt import IGNORE_INDEX
+from llmcourse.core.checks import check_token_ids, is_compiling
+from llmcourse.models.gpt import IGNORE_INDEX
 
 
 @dataclass

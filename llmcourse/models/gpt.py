@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_token_ids
+from llmcourse.core.checks import check_token_ids
 
 IGNORE_INDEX = -100  # targets with this value do not count in the loss (padding)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .gpt import GPT, GPTConfig
+from llmcourse.models.gpt import GPT, GPTConfig
 
 # Weights stored by Hugging Face's Conv1D as (in, out): transposed relative to nn.Linear.
 _CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .mlp_lm import check_ids, lm_loss
+from llmcourse.models.mlp_lm import check_ids, lm_loss
 
 
 class LSTMLM(nn.Module):

@@ -385,7 +385,7 @@ def _check_corpus(sequences) -> list:
 # ---- the book's character-level review corpus (shared by every chapter's perplexity) -------------
 @lru_cache(maxsize=None)
 def _review_char_vocab(min_count: int) -> tuple[str, ...]:
-    from llmcourse.data import review_texts
+    from llmcourse.data.corpus import review_texts
 
     counts = Counter(ch for text in review_texts("train") for ch in text)
     return tuple(sorted(ch for ch, c in counts.items() if c >= min_count))
@@ -410,7 +410,7 @@ def review_char_sequences(split: str, vocab: Iterable[str] | None = None, add_en
     ``<eos>`` per review (``add_end=True`` appends it here, for models that do not add it themselves),
     and perplexity = exp(mean negative log-likelihood per predicted token) over the whole split.
     """
-    from llmcourse.data import review_texts
+    from llmcourse.data.corpus import review_texts
 
     keep = set(review_char_vocab() if vocab is None else vocab)
     if not keep:

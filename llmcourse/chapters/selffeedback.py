@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import generate
-from .batching import IGNORE_INDEX, random_batches
-from .train import param_groups
+from llmcourse import generate
+from llmcourse.data.batching import IGNORE_INDEX, random_batches
+from llmcourse.train import param_groups
 
 MODES = ("greedy", "beam", "sample")
 

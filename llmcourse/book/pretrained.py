@@ -6,9 +6,9 @@ masked-LM pretraining only helps fine-tuning once it has run for a while (chapte
 trains the short run itself, in front of the reader, and then loads weights that :func:`build`
 produced with the *same* model, data and training loop, for longer:
 
-    python -m llmcourse.pretrained list            # the recipes and what they cost
-    python -m llmcourse.pretrained build gpt-reviews   # retrain (minutes on a CPU), rewrite the file
-    python -m llmcourse.pretrained verify all      # retrain into a temporary folder and compare
+    python -m llmcourse.book.pretrained list            # the recipes and what they cost
+    python -m llmcourse.book.pretrained build gpt-reviews   # retrain (minutes on a CPU), rewrite the file
+    python -m llmcourse.book.pretrained verify all      # retrain into a temporary folder and compare
 
 Nothing is downloaded: the files live in ``llmcourse/weights/``. Recipes train on one CPU thread: a rebuild on
 the same CPU and torch version gives the same weights bit for bit; elsewhere the floating-point sums
@@ -32,13 +32,15 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from . import data, models
-from .batching import LMBatcher
-from .lm_eval import lm_perplexity, review_lm_data
-from .mlm import BertVocab, MLMBatcher
-from .tokenizers import CharTokenizer
-from .train import TrainConfig, estimate_loss, train
-from .utils import CheckpointError, atomic_torch_save, checked_torch_load, set_seed
+from llmcourse import models
+from llmcourse.data import corpus
+from llmcourse.data.batching import LMBatcher
+from llmcourse.evaluate import lm_perplexity, review_lm_data
+from llmcourse.data.masking import BertVocab, MLMBatcher
+from llmcourse.data.tokenizers import CharTokenizer
+from llmcourse.train import TrainConfig, estimate_loss, train
+from llmcourse.core.runtime import set_seed
+from llmcourse.core.checkpoint import CheckpointError, atomic_torch_save, checked_torch_load
 
 FORMAT = "llmcourse.pretrained/1"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
@@ -49,7 +51,7 @@ METRIC_RTOL = 0.02  # another CPU or torch: the rebuilt metrics must agree withi
 @functools.lru_cache(maxsize=1)
 def _review_tokenizer() -> CharTokenizer:
     """The book's character tokenizer (``min_freq=2`` on the training reviews), which both recipes use."""
-    return CharTokenizer(min_freq=2).train(data.review_texts("train"))
+    return CharTokenizer(min_freq=2).train(corpus.review_texts("train"))
 
 
 def gpt_reviews_config(vocab_size: int) -> models.GPTConfig:
@@ -97,7 +99,7 @@ MLM_REVIEWS_TRAIN = TrainConfig(max_steps=12000, lr=3e-3, min_lr=3e-4, warmup_st
 
 def _mlm_sequences(split: str) -> tuple[BertVocab, list]:
     vocab = BertVocab.from_tokenizer(_review_tokenizer())
-    return vocab, [vocab.encode(text, BERT_MAX_LEN) for text in data.review_texts(split)]
+    return vocab, [vocab.encode(text, BERT_MAX_LEN) for text in corpus.review_texts(split)]
 
 
 def _bert_mlm_reviews(train_config: TrainConfig, stop_at: int | None = None):
@@ -198,14 +200,14 @@ def check_integrity(name: str) -> None:
     expected = read_manifest().get(os.path.basename(path))
     if expected is None:
         raise CheckpointError(f"{path!r} is not listed in {MANIFEST!r}; rebuild it with "
-                              f"`python -m llmcourse.pretrained build {name}`")
+                              f"`python -m llmcourse.book.pretrained build {name}`")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no weights file {path!r}: create it with `python -m llmcourse.pretrained build {name}`")
+        raise FileNotFoundError(f"no weights file {path!r}: create it with `python -m llmcourse.book.pretrained build {name}`")
     actual = file_sha256(path)
     if actual != expected:
         raise CheckpointError(f"weights file {path!r} is corrupt: its SHA-256 is {actual[:16]}…, the recipe wrote "
                               f"{expected[:16]}…; restore it with `git checkout {os.path.relpath(path)}` or rebuild it "
-                              f"with `python -m llmcourse.pretrained build {name}`")
+                              f"with `python -m llmcourse.book.pretrained build {name}`")
 
 
 # ---- building, loading, verifying -------------------------------------------------------------------
@@ -278,8 +280,8 @@ class Pretrained(NamedTuple):
 def read(path: str) -> dict:
     """The raw contents of a weights file, checked (format and keys)."""
     return checked_torch_load(path, FORMAT, ("name", "model_class", "model_config", "state_dict", "metrics", "history"),
-                              "weights file", "create it with `python -m llmcourse.pretrained build NAME`",
-                              "Rebuild it with `python -m llmcourse.pretrained build NAME`.")
+                              "weights file", "create it with `python -m llmcourse.book.pretrained build NAME`",
+                              "Rebuild it with `python -m llmcourse.book.pretrained build NAME`.")
 
 
 def load(name: str, path: str | None = None) -> Pretrained:
@@ -299,7 +301,7 @@ def load(name: str, path: str | None = None) -> Pretrained:
     if state["model_config"] != expected:
         diff = {k: (state["model_config"].get(k), v) for k, v in expected.items() if state["model_config"].get(k) != v}
         raise CheckpointError(f"{path!r} was built for another model config (stored, now): {diff}; "
-                              f"rebuild it with `python -m llmcourse.pretrained build {name}`")
+                              f"rebuild it with `python -m llmcourse.book.pretrained build {name}`")
     model_cls = getattr(models, recipe.model_class)
     config_cls = type(recipe.config())
     model = model_cls(config_cls(**state["model_config"]))
@@ -328,7 +330,7 @@ def compare(shipped: dict, rebuilt: dict) -> dict:
 
 # ---- the fast guard `make test` runs (the full rebuild is `make verify-weights`) ------------------------
 # Re-measure one stored metric and replay the first GUARD_UPDATES updates of the recipe, on any CPU
-# and thread count. GUARD_RTOL is sized from measurement: `python -m llmcourse.pretrained guard all`
+# and thread count. GUARD_RTOL is sized from measurement: `python -m llmcourse.book.pretrained guard all`
 # on another CPU than the one that built the files (AVX-512, 1 thread), there with torch's AVX2
 # kernels + MKL_CBWR=AVX2, torch's scalar kernels (ATEN_CPU_CAPABILITY=default) and 2 threads, moved
 # the metric and the replayed losses by at most GUARD_MEASURED (relative, over both recipes); the
@@ -369,7 +371,7 @@ def verify(name: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmcourse.pretrained", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.book.pretrained", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["list", "build", "verify", "guard"])
     parser.add_argument("names", nargs="*", help="recipe names, or 'all'")
     args = parser.parse_args(argv)

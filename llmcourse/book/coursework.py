@@ -8,11 +8,11 @@ A chapter marks each solution with sphinx-exercise's fences (see CONTRIBUTING.md
 
 In the student version everything between the two fences goes; each solution code cell becomes a stub
 that keeps the names the graded check needs — a function that raises ``NotImplementedError`` (which
-``llmcourse.grading`` reports as "not implemented yet") or a variable set to ``None`` — so the student
+``llmcourse.book.grading`` reports as "not implemented yet") or a variable set to ``None`` — so the student
 notebook still runs top to bottom. Outputs are cleared.
 
-    python -m llmcourse.coursework student notebooks/*.ipynb --out student/ [--execute]
-    python -m llmcourse.coursework grade submitted.ipynb [...]   # runs it, reports each graded check
+    python -m llmcourse.book.coursework student notebooks/*.ipynb --out student/ [--execute]
+    python -m llmcourse.book.coursework grade submitted.ipynb [...]   # runs it, reports each graded check
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def write_student_versions(paths, out_dir, execute: bool = False, timeout: int =
 def grade(path, timeout: int = 1200, cwd=None) -> list[tuple[str, bool, str]]:
     """Execute a (student) notebook and return ``(check, passed, full message)`` for every graded check cell.
 
-    A graded check cell is a code cell calling ``check_function`` / ``check_value`` (llmcourse.grading);
+    A graded check cell is a code cell calling ``check_function`` / ``check_value`` (llmcourse.book.grading);
     it passes when its output starts with ✅. Errors in other cells do not stop the run, so one broken
     exercise does not cost the others.
     """
@@ -152,7 +152,7 @@ def grade(path, timeout: int = 1200, cwd=None) -> list[tuple[str, bool, str]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmcourse.coursework", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.book.coursework", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     student = sub.add_parser("student", help="write student versions (solutions removed, checks kept)")
     student.add_argument("notebooks", nargs="+", help="chapter notebooks")

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
-from .batching import LMBatcher
+from llmcourse.data.batching import LMBatcher
 
 
 # ---- throughput -----------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def explicit_attention(model: nn.Module):
     ``softmax(QK^T/sqrt(d) + mask) V`` step by step (the path ``GPT.attention_maps`` uses), forming the
     (T, T) weight matrix of every head, instead of calling the fused SDPA kernel. Same function,
     different speed and memory."""
-    from .models.gpt import CausalSelfAttention
+    from llmcourse.models.gpt import CausalSelfAttention
 
     layers = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
     if not layers:
@@ -336,7 +336,7 @@ class NoisyLMBatcher(LMBatcher):
     probability ``p_replace`` by a token drawn from ``replace_weights`` (e.g. unigram counts; uniform
     over the vocabulary if ``None``); targets stay clean, so the model learns to predict the true
     next character from a corrupted context (Xie et al., 2017, call it data noising). With both
-    probabilities 0 the batches are exactly :class:`~llmcourse.batching.LMBatcher`'s.
+    probabilities 0 the batches are exactly :class:`~llmcourse.data.batching.LMBatcher`'s.
     """
 
     def __init__(self, stream: torch.Tensor, block_size: int, batch_size: int, p_replace: float = 0.0,

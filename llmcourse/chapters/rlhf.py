@@ -5,7 +5,7 @@ The pipeline of Ziegler et al. (2019), Stiennon et al. (2020) and InstructGPT (O
 1. *supervised fine-tuning (监督微调, SFT)*: a language model trained on demonstrations;
 2. a *reward model (奖励模型)* :class:`RewardModel` trained on preference pairs (chosen ≻ rejected) with the
    Bradley–Terry loss :func:`bradley_terry_loss`, ``-log σ(r(chosen) - r(rejected))``;
-3. PPO against the reward with a KL penalty to the frozen SFT model (:mod:`llmcourse.ppo`);
+3. PPO against the reward with a KL penalty to the frozen SFT model (:mod:`llmcourse.chapters.ppo`);
 
 and two alternatives: DPO (Rafailov et al., 2023; :func:`dpo_loss`, :class:`DPOObjective`), which
 learns from the pairs directly without a reward model, and best-of-n sampling
@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .batching import IGNORE_INDEX
-from .models.gpt import GPT, GPTConfig
+from llmcourse.data.batching import IGNORE_INDEX
+from llmcourse.models.gpt import GPT, GPTConfig
 
 
 # ---- checks -------------------------------------------------------------------------------------

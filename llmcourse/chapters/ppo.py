@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .rlhf import _check_gpt, check_responses, gpt_hidden, sample_responses, sequence_kl, token_logprobs
+from llmcourse.chapters.rlhf import _check_gpt, check_responses, gpt_hidden, sample_responses, sequence_kl, token_logprobs
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokenizers import PAD_ID, CharTokenizer
+from llmcourse.data.tokenizers import PAD_ID, CharTokenizer
 
 TAGS: tuple[str, ...] = ("B", "M", "E", "S")
 TAG_TO_ID = {t: i for i, t in enumerate(TAGS)}

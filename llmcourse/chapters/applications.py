@@ -8,7 +8,7 @@
 * Extractive summarisation (抽取式摘要): :func:`split_sentences` and :func:`textrank` (Mihalcea & Tarau,
   2004; BM25 similarities between sentences, as ``snownlp`` does), solved exactly.
 * Classification: :func:`confusion_matrix`, :func:`precision_recall_f1`, and :func:`explain`, the n-grams
-  that pushed a bag-of-words decision (:class:`llmcourse.bow.BowLogisticRegression`) one way or the other.
+  that pushed a bag-of-words decision (:class:`llmcourse.models.bow.BowLogisticRegression`) one way or the other.
 * Generation: :func:`complete` (conditional generation: continue given prefixes), :func:`cut_at_eos`,
   :func:`ngram_overlap` (how much of a sample is copied from the training texts) and
   :func:`best_of_n_indices`.
@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from . import generate
-from .bow import ngrams
+from llmcourse import generate
+from llmcourse.models.bow import ngrams
 
 
 # ---- checks --------------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def explain(classifier, text: str, k: int = 3) -> dict[str, list[tuple[str, floa
     largest positive and the largest negative weights (the decision is the bias plus the sum of all
     present weights)."""
     if getattr(classifier, "weight", None) is None or getattr(classifier, "vocab", None) is None:
-        raise TypeError("classifier must be a fitted llmcourse.bow.BowLogisticRegression")
+        raise TypeError("classifier must be a fitted llmcourse.models.bow.BowLogisticRegression")
     _check_int("k", k, 1)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from .metrics import accuracy as _accuracy
-from .mlm import ClassificationBatcher, classification_logits
-from .models.bert import BertModel, _BertBase
-from .train import TrainConfig, train
+from llmcourse.evaluate import accuracy as _accuracy
+from llmcourse.data.masking import ClassificationBatcher, classification_logits
+from llmcourse.models.bert import BertModel, _BertBase
+from llmcourse.train import TrainConfig, train
 
 
 def labelled_subset(items: Sequence, n: int, seed: int) -> list:
