@@ -42,7 +42,7 @@ def test_lm_stream_errors():
         lm_stream("abc", EOS)
     with pytest.raises(TypeError, match="sequence 1"):
         lm_stream([[1], "ab"], EOS)
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match=">= 0"):
         lm_stream([[1, -2]], EOS)
     with pytest.raises(ValueError):
         lm_stream([[1]], -1)

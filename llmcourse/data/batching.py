@@ -26,27 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE_INDEX = -100  # target value that F.cross_entropy skips (its default ignore_index)
+from llmcourse.core.checks import IGNORE_INDEX, check_generator, check_int, id_tensor
 
 
 # ---- checks -------------------------------------------------------------------------------------
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(
-            "pass a seeded torch.Generator (e.g. torch.Generator().manual_seed(0)) so batches are "
-            f"reproducible; got {type(generator).__name__}"
-        )
-    return generator
-
-
 def _check_stream(stream) -> torch.Tensor:
     if not isinstance(stream, torch.Tensor):
         raise TypeError(f"stream must be a 1-D torch tensor of token ids (see lm_stream), got {type(stream).__name__}")
@@ -94,7 +77,7 @@ def lm_stream(id_lists: Iterable[Sequence[int]], eos_id: int, leading_eos: bool 
     (default) the stream starts with ``<eos>`` so that ``stream[1:]`` (the tokens to predict) is exactly
     the shared convention: all characters of all reviews plus one ``<eos>`` each, every one with a context.
     """
-    _check_int("eos_id", eos_id, 0)
+    check_int("eos_id", eos_id, 0)
     if isinstance(id_lists, (str, torch.Tensor)):
         raise TypeError("id_lists must be a list of id lists (one per review), e.g. [[5, 6], [7]]")
     flat: list[int] = [eos_id] if leading_eos else []
@@ -105,10 +88,7 @@ def lm_stream(id_lists: Iterable[Sequence[int]], eos_id: int, leading_eos: bool 
         n_seqs += 1
     if n_seqs == 0:
         raise ValueError("empty corpus: lm_stream needs at least one sequence of ids")
-    stream = torch.tensor(flat, dtype=torch.long)
-    if stream.min() < 0:
-        raise ValueError("token ids must be >= 0; found a negative id")
-    return stream
+    return id_tensor(flat, "the sequences of lm_stream")
 
 
 # ---- language modelling: random training windows -------------------------------------------------
@@ -118,9 +98,9 @@ def random_batches(
     """``batch_size`` random windows of the stream: ``x = stream[s : s+T]`` and ``y = stream[s+1 : s+T+1]``,
     both (B, T): the targets are the inputs shifted left by one, so position ``t`` predicts token ``t+1``."""
     stream = _check_stream(stream)
-    _check_int("block_size", block_size, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_generator(generator)
+    check_int("block_size", block_size, 1)
+    check_int("batch_size", batch_size, 1)
+    check_generator(generator)
     _check_length(stream, block_size)
     # a window starting at s uses stream[s : s + T + 1], so s ranges over 0 .. len - T - 1
     starts = torch.randint(stream.numel() - block_size, (batch_size,), generator=generator)  # (B,)
@@ -139,8 +119,8 @@ class LMBatcher:
 
     def __init__(self, stream: torch.Tensor, block_size: int, batch_size: int):
         self.stream = _check_stream(stream).long()
-        self.block_size = _check_int("block_size", block_size, 1)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.block_size = check_int("block_size", block_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
         _check_length(self.stream, block_size)
 
     def __call__(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +153,7 @@ class EvalWindows:
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Consecutive (x, y) chunks of at most ``batch_size`` windows."""
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         for i in range(0, len(self), batch_size):
             yield self.x[i : i + batch_size], self.y[i : i + batch_size]
 
@@ -190,10 +170,10 @@ def eval_windows(stream: torch.Tensor, block_size: int, stride: int | None = Non
     the same length and no padding is needed.
     """
     stream = _check_stream(stream).long()
-    _check_int("block_size", block_size, 1)
+    check_int("block_size", block_size, 1)
     if stride is None:
         stride = max(1, block_size // 2)
-    _check_int("stride", stride, 1)
+    check_int("stride", stride, 1)
     if stride > block_size:
         raise ValueError(f"stride ({stride}) must be <= block_size ({block_size}), or some tokens would be skipped")
     _check_length(stream, block_size)
@@ -235,19 +215,19 @@ def classification_batches(
     labels = list(labels)
     if len(labels) != len(id_lists):
         raise ValueError(f"{len(id_lists)} sequences but {len(labels)} labels; they must match one to one")
-    _check_int("batch_size", batch_size, 1)
-    _check_int("pad_id", pad_id, 0)
+    check_int("batch_size", batch_size, 1)
+    check_int("pad_id", pad_id, 0)
     if max_len is not None:
-        _check_int("max_len", max_len, 1)
+        check_int("max_len", max_len, 1)
     seqs = []
     for i, ids in enumerate(id_lists):
         ids = _as_id_list(ids, i)
         if not ids:
             raise ValueError(f"sequence {i} is empty; every example needs at least one token")
-        seqs.append(torch.tensor(ids[:max_len] if max_len is not None else ids, dtype=torch.long))
+        seqs.append(id_tensor(ids[:max_len] if max_len is not None else ids, f"sequence {i}"))
     label_tensor = torch.tensor(labels, dtype=torch.long)
     if shuffle:
-        order = torch.randperm(len(seqs), generator=_check_generator(generator))
+        order = torch.randperm(len(seqs), generator=check_generator(generator))
     else:
         order = torch.arange(len(seqs))
     for start in range(0, len(seqs), batch_size):
@@ -261,7 +241,7 @@ def classification_batches(
 
 def num_batches(n: int, batch_size: int) -> int:
     """How many batches ``n`` examples make (the last one may be smaller)."""
-    return math.ceil(_check_int("n", n, 0) / _check_int("batch_size", batch_size, 1))
+    return math.ceil(check_int("n", n, 0) / check_int("batch_size", batch_size, 1))
 
 
 __all__ = [

@@ -39,8 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.core.checks import check_token_ids, is_compiling
-from llmcourse.models.gpt import IGNORE_INDEX
+from llmcourse.core.checks import IGNORE_INDEX, check_targets, check_token_ids, reads_values
 
 
 @dataclass
@@ -156,10 +155,10 @@ class BertModel(nn.Module):
     def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None) -> None:
         """Clear errors for tensors the model cannot take (wrong type, shape, length or ids)."""
         cfg = self.config
-        check_token_ids(input_ids, "input_ids", cfg.max_position, "max_position",
+        check_token_ids(input_ids, cfg.vocab_size, "input_ids", cfg.max_position,
                         "truncate the inputs (e.g. keep [CLS] + the first max_position - 2 tokens + [SEP])",
-                        cfg.vocab_size)
-        check_values = not is_compiling()  # data-dependent checks are skipped under torch.compile
+                        "max_position")
+        check_values = reads_values(input_ids)  # value checks: CPU only, not under torch.compile (core.checks)
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is None:
                 continue
@@ -265,21 +264,14 @@ class BertForMaskedLM(_BertBase):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None):
         if labels is not None:
-            if not isinstance(labels, torch.Tensor) or labels.shape != getattr(input_ids, "shape", None):
-                shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-                raise ValueError(f"labels must be a tensor of the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+            check_targets(labels, self.config.vocab_size, getattr(input_ids, "shape", None), "labels")
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         if labels is None:
             return self.predict(hidden), None  # (B, T, V)
         labels = labels.long()
         selected = labels != IGNORE_INDEX  # (B, T)
-        targets = labels[selected]  # (N,)
-        if not is_compiling() and targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.config.vocab_size):
-            raise ValueError(f"labels must be token ids in [0, {self.config.vocab_size}) or {IGNORE_INDEX}")
         logits = self.predict(hidden[selected])  # (N, V): only the positions to predict
-        if targets.numel() == 0:  # nothing masked in this batch: a zero loss that still has a graph
-            return logits, hidden.sum() * 0.0
-        return logits, F.cross_entropy(logits, targets)
+        return logits, F.cross_entropy(logits, labels[selected])
 
 
 class BertForSequenceClassification(_BertBase):
@@ -304,8 +296,7 @@ class BertForSequenceClassification(_BertBase):
             if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != B:
                 shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
                 raise ValueError(f"labels must be a 1-D tensor with one class id per sequence (batch {B}), got {shape}")
-            if not is_compiling() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_labels):
-                raise ValueError(f"labels must be class ids in [0, num_labels={self.config.num_labels})")
+            check_targets(labels, self.config.num_labels, (B,), "labels")
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         if self.config.pooling == "cls":
             summary = hidden[:, 0]  # (B, C): the [CLS] position summarises the text (BERT)

@@ -22,9 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.core.checks import check_token_ids
+from llmcourse.core.checks import IGNORE_INDEX, check_targets, check_token_ids
 
-IGNORE_INDEX = -100  # targets with this value do not count in the loss (padding)
 
 
 @dataclass
@@ -206,11 +205,10 @@ class GPT(nn.Module):
         return n
 
     def _check_input(self, idx: torch.Tensor, targets: torch.Tensor | None) -> None:
-        check_token_ids(idx, "idx", self.config.block_size, "block_size",
-                        "crop the context to the last block_size tokens", self.config.vocab_size)
-        if targets is not None and (not isinstance(targets, torch.Tensor) or targets.shape != idx.shape):
-            shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
-            raise ValueError(f"targets must be a tensor of the same shape as idx {tuple(idx.shape)}, got {shape}")
+        check_token_ids(idx, self.config.vocab_size, "idx", self.config.block_size,
+                        "crop the context to the last block_size tokens")
+        if targets is not None:
+            check_targets(targets, self.config.vocab_size, idx.shape)
 
     def _embed(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from llmcourse.models.mlp_lm import check_ids, lm_loss
+from llmcourse.core.checks import check_token_ids
+from llmcourse.models.mlp_lm import lm_loss
 
 
 class LSTMLM(nn.Module):
@@ -67,7 +68,7 @@ class LSTMLM(nn.Module):
 
     def forward_with_state(self, idx: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
         """(B, T) ids and an optional (h, c) state -> ((B, T, V) logits, new (h, c) state)."""
-        check_ids("idx", idx, self.vocab_size)
+        check_token_ids(idx, self.vocab_size)
         x = self.drop(self.embedding(idx))  # (B, T, emb_dim)
         out, state = self.lstm(x, state)  # (B, T, hidden), h and c: (num_layers, B, hidden)
         return self.head(self.drop(out)), state  # (B, T, V)

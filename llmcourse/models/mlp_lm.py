@@ -18,36 +18,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from llmcourse.core.checks import IGNORE_INDEX, check_targets, check_token_ids
+
 BOS_ID = 2  # the tokenizers' <bos>: what the model "sees" before the start of a sequence
 
 
-def check_ids(name: str, ids, vocab_size: int, allow_ignore: bool = False) -> None:
-    """A clear error for anything but a (B, T) integer tensor of ids in ``[0, vocab_size)``."""
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a torch tensor of token ids, got {type(ids).__name__}")
-    if ids.dim() != 2:
-        raise ValueError(f"{name} must have shape (batch, time), got {tuple(ids.shape)}")
-    if ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must hold integer ids (torch.long), got dtype {ids.dtype}")
-    if ids.numel() == 0:
-        return
-    valid = ids[ids != -100] if allow_ignore else ids  # -100: F.cross_entropy's ignore_index
-    if valid.numel() and (valid.min() < 0 or valid.max() >= vocab_size):
-        raise ValueError(
-            f"{name} holds ids in [{int(valid.min())}, {int(valid.max())}] but the vocabulary has "
-            f"{vocab_size} ids (0 .. {vocab_size - 1})"
-        )
-
-
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor | None, vocab_size: int, idx_shape) -> torch.Tensor | None:
-    """Mean cross-entropy over all (B, T) positions, skipping targets equal to -100."""
+    """Mean cross-entropy over all (B, T) positions, skipping targets equal to IGNORE_INDEX."""
     if targets is None:
         return None
-    check_ids("targets", targets, vocab_size, allow_ignore=True)
-    if targets.shape != idx_shape:
-        raise ValueError(f"targets must have the same shape as idx {tuple(idx_shape)}, got {tuple(targets.shape)}")
+    check_targets(targets, vocab_size, idx_shape)
     # cross_entropy wants (N, V) scores and (N,) classes: flatten batch and time together
-    return F.cross_entropy(logits.reshape(-1, vocab_size).float(), targets.reshape(-1).long(), ignore_index=-100)
+    return F.cross_entropy(logits.reshape(-1, vocab_size).float(), targets.reshape(-1).long(), ignore_index=IGNORE_INDEX)
 
 
 class MLPLM(nn.Module):
@@ -95,7 +77,7 @@ class MLPLM(nn.Module):
         return padded.unfold(1, self.context, 1)  # (B, T, context), a view: no copy, no loop
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        check_ids("idx", idx, self.vocab_size)
+        check_token_ids(idx, self.vocab_size)
         B, T = idx.shape
         x = self.embedding(self.windows(idx)).reshape(B, T, -1)  # (B, T, context * emb_dim)
         h = self.drop(torch.tanh(self.hidden(x)))  # (B, T, hidden)
