@@ -97,7 +97,7 @@ def check_token_ids(ids, vocab_size: int, name: str = "idx", max_len: int | None
 
 
 def check_targets(targets, vocab_size: int, shape: tuple | torch.Size | None = None,
-                  name: str = "targets") -> None:
+                  name: str = "targets", unit: str = "token ids in the vocabulary") -> None:
     """Targets of a cross-entropy loss: integer ids in ``[0, vocab_size)`` or ``IGNORE_INDEX``, the
     ``shape`` of the inputs when given, and at least one position that is not ignored (otherwise the
     mean loss is 0/0: "no target in this batch" is its own error, not a NaN)."""
@@ -114,7 +114,7 @@ def check_targets(targets, vocab_size: int, shape: tuple | torch.Size | None = N
         lo, hi = torch.aminmax(targets[kept])
         lo, hi = int(lo), int(hi)
         if lo < 0 or hi >= vocab_size:
-            raise ValueError(f"{name} holds ids in [{lo}, {hi}] but the vocabulary has {vocab_size} ids "
+            raise ValueError(f"{name} holds ids in [{lo}, {hi}] but there are {vocab_size} {unit} "
                              f"(0 .. {vocab_size - 1}); use IGNORE_INDEX ({IGNORE_INDEX}) for positions to skip")
 
 

@@ -296,7 +296,7 @@ class BertForSequenceClassification(_BertBase):
             if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != B:
                 shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
                 raise ValueError(f"labels must be a 1-D tensor with one class id per sequence (batch {B}), got {shape}")
-            check_targets(labels, self.config.num_labels, (B,), "labels")
+            check_targets(labels, self.config.num_labels, (B,), "labels", "classes (num_labels)")
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         if self.config.pooling == "cls":
             summary = hidden[:, 0]  # (B, C): the [CLS] position summarises the text (BERT)
