@@ -1,6 +1,7 @@
 """Evaluation: the metrics the book reports and its shared language-model evaluation (评测约定).
 
-Metrics: perplexity from a mean NLL, accuracy of labels, segmentation precision/recall/F1, distinct-n.
+Metrics: perplexity from a mean NLL, accuracy of labels, a confusion matrix and precision/recall/F1,
+segmentation precision/recall/F1, distinct-n.
 
 The evaluation convention: every chapter that adds a row to the perplexity table (chapter 1)
 measures its model the same way:
@@ -26,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from llmcourse.core.checks import check_int
 from llmcourse.data import corpus
 from llmcourse.data.batching import encode_texts, eval_windows, lm_stream
 from llmcourse.data.tokenizers import EOS_ID, CharTokenizer, Tokenizer
@@ -107,6 +109,34 @@ def distinct_n(texts: Sequence[Sequence], n: int = 2) -> float:
     if not grams:
         raise ValueError(f"no {n}-grams: every sequence is shorter than {n}")
     return len(set(grams)) / len(grams)
+
+
+# ---- classification ------------------------------------------------------------------------------
+def confusion_matrix(predictions: Sequence[int], targets: Sequence[int], n_classes: int = 2) -> torch.Tensor:
+    """Counts (n_classes, n_classes): row = true class, column = predicted class."""
+    check_int("n_classes", n_classes, 2)
+    p, t = torch.as_tensor(list(predictions)), torch.as_tensor(list(targets))
+    if p.shape != t.shape or p.dim() != 1 or p.numel() == 0:
+        raise ValueError(f"predictions ({p.numel()}) and targets ({t.numel()}) must be non-empty and of equal length")
+    for name, x in (("predictions", p), ("targets", t)):
+        if x.is_floating_point() or bool((x < 0).any()) or bool((x >= n_classes).any()):
+            raise ValueError(f"{name} must be class ids in 0..{n_classes - 1}")
+    return torch.bincount(t.long() * n_classes + p.long(), minlength=n_classes * n_classes).view(n_classes, n_classes)
+
+
+def precision_recall_f1(cm: torch.Tensor, positive: int = 1) -> dict[str, float]:
+    """Precision, recall and F1 of class ``positive`` from a confusion matrix (rows true, columns
+    predicted); 0 where a ratio is 0/0."""
+    if not isinstance(cm, torch.Tensor) or cm.dim() != 2 or cm.size(0) != cm.size(1):
+        raise ValueError("cm must be a square (K, K) tensor of counts (rows true, columns predicted)")
+    if not 0 <= positive < cm.size(0):
+        raise ValueError(f"positive must be a class id in 0..{cm.size(0) - 1}, got {positive!r}")
+    tp = cm[positive, positive].item()
+    predicted, actual = cm[:, positive].sum().item(), cm[positive].sum().item()
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 # ---- the book's language-model evaluation on the reviews ----------------------------------------

@@ -202,17 +202,11 @@ def test_textrank_matches_snownlp():
     torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-6)
 
 
-# ---------------------------------------------------------------- classification
-def test_confusion_matrix_and_f1_by_hand():
-    pred, gold = [1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]
-    cm = app.confusion_matrix(pred, gold)
-    assert cm.tolist() == [[2, 1], [1, 2]]  # rows true, columns predicted
-    prf = app.precision_recall_f1(cm)
-    assert prf == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
-    cm = app.confusion_matrix([1, 1, 1], [1, 0, 0])
-    assert app.precision_recall_f1(cm) == pytest.approx({"precision": 1 / 3, "recall": 1.0, "f1": 0.5})
-    assert app.precision_recall_f1(cm, positive=0) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-    assert app.confusion_matrix([2, 0], [1, 2], n_classes=3).tolist() == [[0, 0, 0], [0, 0, 1], [1, 0, 0]]
+# ---------------------------------------------------------------- explaining a classifier
+def test_ranks_refuse_nan_scores():
+    # a NaN score compares as False both ways: without the check the relevant document got rank 0
+    with pytest.raises(ValueError, match="NaN"):
+        app.ranks_of(torch.tensor([[0.5, float("nan")]]), [1])
 
 
 def test_explain_lists_the_present_ngrams_by_weight():
@@ -290,10 +284,6 @@ def test_bad_input_raises_clear_errors():
         app.noisy_fragment("好", 1, 0.1, "某", 0)
     with pytest.raises(ValueError, match="damping"):
         app.textrank(["好", "差"], damping=1.0)
-    with pytest.raises(ValueError, match="equal length"):
-        app.confusion_matrix([1], [1, 0])
-    with pytest.raises(ValueError, match="class ids"):
-        app.confusion_matrix([2], [1])
     with pytest.raises(TypeError, match="fitted"):
         app.explain(BowLogisticRegression(), "好")
     with pytest.raises(ValueError, match="at least one token"):

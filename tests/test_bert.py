@@ -12,7 +12,7 @@ from llmcourse.models.bert import (
 )
 from llmcourse.train import TrainConfig, train
 
-tf = pytest.importorskip("transformers")
+import transformers as tf  # noqa: E402  a test requirement: its absence must fail the suite, not skip
 
 V, T = 40, 12
 

@@ -3,7 +3,12 @@ maps equal to Hugging Face BERT's own attention probabilities."""
 import pytest
 import torch
 
-from llmcourse.chapters.finetune import accuracy, attention_by_offset, attention_maps, finetune_classifier, labelled_subset
+import transformers as tf  # a test requirement: its absence must fail the suite, not skip the BERT tests
+
+from llmcourse.chapters.finetune import (attention_by_offset, bert_attention_maps, classification_logits, classifier_accuracy,
+                                        finetune_classifier, labelled_subset)
+from llmcourse.data.masking import BertVocab
+from llmcourse.data.tokenizers import CharTokenizer
 from llmcourse.models.bert import BertConfig, BertForMaskedLM, BertForSequenceClassification, bert_from_hf
 from llmcourse.train import TrainConfig
 
@@ -42,18 +47,18 @@ def test_finetune_classifier_learns_a_toy_task_and_accuracy_counts():
     model = BertForSequenceClassification(BertConfig(vocab_size=20, max_position=12, n_layer=1, n_head=2, n_embd=16,
                                                      dropout=0.0, pooling="mean"))
     seqs, labels = toy_task()
-    before = accuracy(model, seqs, labels)
+    before = classifier_accuracy(model, seqs, labels)
     history = finetune_classifier(model, seqs, labels, TrainConfig(max_steps=150, lr=1e-2, min_lr=1e-3,
                                                                     eval_interval=None), batch_size=16)
     assert len(history["train_loss"]) == 150
-    after = accuracy(model, seqs, labels)
+    after = classifier_accuracy(model, seqs, labels)
     assert after >= 0.9 > before
     # accuracy is the share of arg-max predictions (of the model's own forward pass) equal to the label
     with torch.no_grad():
         predicted = [int(model.eval()(torch.tensor([s]))[0].argmax()) for s in seqs[:8]]
-    assert accuracy(model, seqs[:8], predicted) == 1.0
-    assert accuracy(model, seqs[:8], [1 - p for p in predicted]) == 0.0
-    assert accuracy(model, seqs[:8], predicted[:4] + [1 - p for p in predicted[4:]]) == 0.5
+    assert classifier_accuracy(model, seqs[:8], predicted) == 1.0
+    assert classifier_accuracy(model, seqs[:8], [1 - p for p in predicted]) == 0.0
+    assert classifier_accuracy(model, seqs[:8], predicted[:4] + [1 - p for p in predicted[4:]]) == 0.5
 
 
 def test_finetune_and_accuracy_reject_bad_input():
@@ -62,10 +67,7 @@ def test_finetune_and_accuracy_reject_bad_input():
         finetune_classifier(model, [[1, 2]], [0], TrainConfig(max_steps=1))
     clf = BertForSequenceClassification(BertConfig(vocab_size=20, max_position=12, n_layer=1, n_head=2, n_embd=16))
     with pytest.raises(ValueError, match="match one to one"):
-        accuracy(clf, [[1, 2], [3, 4]], [0])
-
-
-tf = pytest.importorskip("transformers")
+        classifier_accuracy(clf, [[1, 2], [3, 4]], [0])
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def test_attention_maps_equal_hugging_face_attentions(hf_and_ours):
     ids[mask == 0] = 0
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
-    maps = attention_maps(ours, ids, mask)
+    maps = bert_attention_maps(ours, ids, mask)
     assert len(maps) == 2
     for got, want in zip(maps, ref):
         assert got.shape == (3, 4, 10, 10)
@@ -118,4 +120,16 @@ def test_attention_by_offset_on_hand_made_maps():
 
 def test_attention_maps_rejects_other_models():
     with pytest.raises(TypeError, match="BERT"):
-        attention_maps(torch.nn.Linear(2, 2), torch.zeros(1, 2, dtype=torch.long))
+        bert_attention_maps(torch.nn.Linear(2, 2), torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_classification_logits_keep_the_order_and_ignore_padding():
+    vocab = BertVocab.from_tokenizer(CharTokenizer(min_freq=1).train(["这本书很好很差"]))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=vocab.vocab_size, n_embd=16, n_head=2))
+    seqs = [vocab.encode(t) for t in ["这本书很好很好", "很差", "好书"]]
+    got = classification_logits(model, seqs, batch_size=2)
+    with torch.no_grad():
+        model.eval()
+        one_by_one = torch.cat([model(torch.tensor([s]))[0] for s in seqs])
+    torch.testing.assert_close(got, one_by_one, atol=1e-5, rtol=1e-5)

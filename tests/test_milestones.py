@@ -1,15 +1,35 @@
 import pytest
 
 from llmcourse.chapters import milestones
+import torch
+
 from llmcourse.chapters.milestones import M, Milestone, format_params
+from llmcourse.models import GPT, BertConfig, BertForMaskedLM, GPTConfig
 
 
-def test_published_sizes_of_landmark_models():
-    by_name = {m.name: m for m in milestones.MILESTONES}
-    assert by_name["GPT-1"].largest == 117 * M
-    assert by_name["GPT-3"].largest == 175_000 * M
-    assert by_name["BERT"].params == (110 * M, 340 * M)
-    assert by_name["Turing test"].params == ()
+# The architectures the papers describe (layers, width, vocabulary, context), built on the meta device
+# (no memory) with the book's own GPT and BERT: the table's published sizes must be what they count.
+ARCHITECTURES = {
+    ("GPT-1", 0): ("gpt", dict(n_layer=12, n_embd=768, n_head=12, vocab_size=40478, block_size=512)),
+    ("GPT-2", -1): ("gpt", dict(n_layer=48, n_embd=1600, n_head=25, vocab_size=50257, block_size=1024)),
+    ("GPT-3", -1): ("gpt", dict(n_layer=96, n_embd=12288, n_head=96, vocab_size=50257, block_size=2048)),
+    ("BERT", 0): ("bert", dict(n_layer=12, n_embd=768, n_head=12, vocab_size=30522, max_position=512)),
+    ("BERT", -1): ("bert", dict(n_layer=24, n_embd=1024, n_head=16, vocab_size=30522, max_position=512)),
+}
+
+
+def count_params(kind: str, config: dict) -> int:
+    with torch.device("meta"):
+        model = GPT(GPTConfig(**config)) if kind == "gpt" else BertForMaskedLM(BertConfig(**config))
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("key", ARCHITECTURES, ids=[f"{n}[{i}]" for n, i in ARCHITECTURES])
+def test_published_sizes_match_the_architectures(key):
+    name, which = key
+    published = {m.name: m for m in milestones.MILESTONES}[name].params[which]
+    computed = count_params(*ARCHITECTURES[key])
+    assert abs(computed - published) / published < 0.02, f"{name}: table {published:,}, architecture {computed:,}"
 
 
 def test_timeline_is_ordered_and_split_in_two():

@@ -8,11 +8,9 @@ from llmcourse.data.masking import (
     BertVocab,
     ClassificationBatcher,
     MLMBatcher,
-    classification_logits,
     mask_tokens,
-    pad_batch,
+    pad_with_mask,
 )
-from llmcourse.models.bert import BertConfig, BertForSequenceClassification
 from llmcourse.data.tokenizers import CharTokenizer
 
 V, MASK = 50, 49
@@ -112,11 +110,11 @@ def test_bert_vocab_appends_cls_sep_mask_after_the_tokenizer(vocab):
 
 
 def test_pad_batch():
-    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    ids, mask = pad_with_mask([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     with pytest.raises(ValueError, match="empty"):
-        pad_batch([[5], []])
+        pad_with_mask([[5], []])
 
 
 def test_batchers_are_reproducible_and_well_formed(vocab):
@@ -132,14 +130,3 @@ def test_batchers_are_reproducible_and_well_formed(vocab):
     assert c["labels"].shape == (6,) and c["input_ids"].shape[0] == 6
     with pytest.raises(ValueError, match="labels"):
         ClassificationBatcher(seqs, [1, 0], batch_size=2)
-
-
-def test_classification_logits_keep_the_order_and_ignore_padding(vocab):
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=vocab.vocab_size, n_embd=16, n_head=2))
-    seqs = [vocab.encode(t) for t in ["这本书很好很好", "很差", "好书"]]
-    got = classification_logits(model, seqs, batch_size=2)
-    with torch.no_grad():
-        model.eval()
-        one_by_one = torch.cat([model(torch.tensor([s]))[0] for s in seqs])
-    torch.testing.assert_close(got, one_by_one, atol=1e-5, rtol=1e-5)

@@ -7,7 +7,7 @@ import torch
 import llmcourse
 from llmcourse.data import corpus
 from llmcourse import evaluate
-from llmcourse.chapters.tagger import (TAGS, ConvTagger, Segmenter, is_valid_tag_sequence, pad_batch, tags_to_words,
+from llmcourse.chapters.tagger import (TAGS, ConvTagger, Segmenter, is_valid_tag_sequence, pad_with_lengths, tags_to_words,
                               train_segmenter, viterbi, words_to_tags)
 
 
@@ -80,7 +80,7 @@ def test_viterbi_respects_lengths_in_a_padded_batch():
 
 def test_model_shapes_and_padding():
     model = ConvTagger(vocab_size=30, emb_dim=8, channels=16, kernel_size=3)
-    ids, lengths = pad_batch([[5, 6, 7], [8]])
+    ids, lengths = pad_with_lengths([[5, 6, 7], [8]])
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and lengths == [3, 1]
     assert model(ids).shape == (2, 3, 4)
     with pytest.raises(ValueError, match="odd"):

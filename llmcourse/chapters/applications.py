@@ -22,28 +22,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from llmcourse import generate
+from llmcourse.core.checks import check_int, check_texts
 from llmcourse.models.bow import ngrams
 
 
 # ---- checks --------------------------------------------------------------------------------------
-def _check_texts(texts, name: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{name} must be a list of str, got a single str; wrap it in a list")
-    texts = list(texts)
-    if not texts:
-        raise ValueError(f"{name} is empty; expected at least one text")
-    for t in texts:
-        if not isinstance(t, str):
-            raise TypeError(f"{name} must hold str, got {type(t).__name__}")
-    return texts
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 # ---- retrieval -----------------------------------------------------------------------------------
 def char_ngrams(text: str, n_values: Sequence[int] = (1, 2)) -> list[str]:
     """Character n-grams of ``text`` (with repeats), the usual index terms for Chinese without a
@@ -73,7 +56,7 @@ class _InvertedIndex:
 
     def fit(self, docs: Sequence[str]):
         """Index ``docs`` (a list of texts); returns ``self``."""
-        docs = _check_texts(docs, "docs")
+        docs = check_texts(docs, "docs")
         vocab: dict[str, int] = {}
         term_ids, doc_ids, counts, lengths = [], [], [], []
         for d, text in enumerate(docs):
@@ -111,7 +94,7 @@ class _InvertedIndex:
 
     def search(self, query: str, k: int = 10) -> list[tuple[int, float]]:
         """The ``k`` best documents as ``(doc id, score)``, best first (ties: lower id first)."""
-        _check_int("k", k, 1)
+        check_int("k", k, 1)
         s = self.scores(query)
         order = torch.sort(s, descending=True, stable=True).indices[:k].tolist()  # stable: ties keep id order
         return [(d, float(s[d])) for d in order]
@@ -188,6 +171,9 @@ def ranks_of(scores: torch.Tensor, relevant: Sequence[int]) -> torch.Tensor:
     rel = torch.as_tensor(list(relevant), dtype=torch.long)
     if rel.shape != (scores.size(0),):
         raise ValueError(f"relevant must hold one document id per query ({scores.size(0)}), got {tuple(rel.shape)}")
+    if bool(scores.isnan().any()):
+        raise ValueError("scores hold NaN: a NaN compares as neither higher nor lower, so ranks would be "
+                         "meaningless; check the retriever's scores (e.g. 0/0 in a normalisation)")
     if rel.numel() and (rel.min() < 0 or rel.max() >= scores.size(1)):
         raise ValueError(f"relevant ids must be in [0, {scores.size(1)}), the documents scored")
     own = scores.gather(1, rel[:, None])  # (Q, 1)
@@ -203,7 +189,7 @@ def _check_ranks(ranks) -> torch.Tensor:
 
 def recall_at_k(ranks, k: int) -> float:
     """Share of queries whose relevant document is among the top ``k`` (one relevant document each)."""
-    _check_int("k", k, 1)
+    check_int("k", k, 1)
     return (_check_ranks(ranks) <= k).double().mean().item()
 
 
@@ -214,13 +200,13 @@ def mean_reciprocal_rank(ranks) -> float:
 
 def random_recall_at_k(n_docs: int, k: int) -> float:
     """Expected recall@k of a random ranking of ``n_docs`` documents: k / N."""
-    _check_int("n_docs", n_docs, 1)
-    return min(_check_int("k", k, 1), n_docs) / n_docs
+    check_int("n_docs", n_docs, 1)
+    return min(check_int("k", k, 1), n_docs) / n_docs
 
 
 def random_mrr(n_docs: int) -> float:
     """Expected MRR of a random ranking: the rank is uniform on 1..N, so (1/N) Σ 1/r = H_N / N."""
-    _check_int("n_docs", n_docs, 1)
+    check_int("n_docs", n_docs, 1)
     return sum(1.0 / r for r in range(1, n_docs + 1)) / n_docs
 
 
@@ -230,7 +216,7 @@ def noisy_fragment(text: str, length: int, noise: float, alphabet: str, generato
     ``alphabet`` (typos, other wording). The document it came from is the one relevant answer."""
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty str")
-    _check_int("length", length, 1)
+    check_int("length", length, 1)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
         raise ValueError(f"noise must be a probability in [0, 1], got {noise!r}")
     if not isinstance(alphabet, str) or not alphabet:
@@ -263,7 +249,7 @@ def textrank(sentences: Sequence[str], damping: float = 0.85, retriever: _Invert
 
     found exactly with one linear solve. A sentence that shares words with many others scores high.
     (A sentence with no weight to share passes none on.) ``retriever`` defaults to ``BM25()``."""
-    sentences = _check_texts(sentences, "sentences")
+    sentences = check_texts(sentences, "sentences")
     if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping < 1:
         raise ValueError(f"damping must be a number in [0, 1), got {damping!r}")
     index = (retriever if retriever is not None else BM25()).fit(sentences)
@@ -277,41 +263,14 @@ def textrank(sentences: Sequence[str], damping: float = 0.85, retriever: _Invert
     return torch.linalg.solve(A, torch.full((S,), 1.0 - damping, dtype=torch.float64))
 
 
-# ---- classification ------------------------------------------------------------------------------
-def confusion_matrix(predictions: Sequence[int], targets: Sequence[int], n_classes: int = 2) -> torch.Tensor:
-    """Counts (n_classes, n_classes): row = true class, column = predicted class."""
-    _check_int("n_classes", n_classes, 2)
-    p, t = torch.as_tensor(list(predictions)), torch.as_tensor(list(targets))
-    if p.shape != t.shape or p.dim() != 1 or p.numel() == 0:
-        raise ValueError(f"predictions ({p.numel()}) and targets ({t.numel()}) must be non-empty and of equal length")
-    for name, x in (("predictions", p), ("targets", t)):
-        if x.is_floating_point() or bool((x < 0).any()) or bool((x >= n_classes).any()):
-            raise ValueError(f"{name} must be class ids in 0..{n_classes - 1}")
-    return torch.bincount(t.long() * n_classes + p.long(), minlength=n_classes * n_classes).view(n_classes, n_classes)
-
-
-def precision_recall_f1(cm: torch.Tensor, positive: int = 1) -> dict[str, float]:
-    """Precision, recall and F1 of class ``positive`` from a confusion matrix (rows true, columns
-    predicted); 0 where a ratio is 0/0."""
-    if not isinstance(cm, torch.Tensor) or cm.dim() != 2 or cm.size(0) != cm.size(1):
-        raise ValueError("cm must be a square (K, K) tensor of counts (rows true, columns predicted)")
-    if not 0 <= positive < cm.size(0):
-        raise ValueError(f"positive must be a class id in 0..{cm.size(0) - 1}, got {positive!r}")
-    tp = cm[positive, positive].item()
-    predicted, actual = cm[:, positive].sum().item(), cm[positive].sum().item()
-    precision = tp / predicted if predicted else 0.0
-    recall = tp / actual if actual else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
-
-
+# ---- explaining a classifier ---------------------------------------------------------------------
 def explain(classifier, text: str, k: int = 3) -> dict[str, list[tuple[str, float]]]:
     """Why a bag-of-words classifier decided as it did: the ``k`` n-grams *present in* ``text`` with the
     largest positive and the largest negative weights (the decision is the bias plus the sum of all
     present weights)."""
     if getattr(classifier, "weight", None) is None or getattr(classifier, "vocab", None) is None:
         raise TypeError("classifier must be a fitted llmcourse.models.bow.BowLogisticRegression")
-    _check_int("k", k, 1)
+    check_int("k", k, 1)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     ids, _ = classifier.features([text])  # ids of the known n-grams in the text
@@ -327,7 +286,7 @@ def cut_at_eos(ids: torch.Tensor, prompt_len: int, eos_id: int) -> list[list[int
     up to (not including) the first ``eos_id``."""
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
         raise ValueError("ids must be a (B, T) tensor of token ids")
-    _check_int("prompt_len", prompt_len, 0)
+    check_int("prompt_len", prompt_len, 0)
     if prompt_len > ids.size(1):
         raise ValueError(f"prompt_len ({prompt_len}) is longer than the rows ({ids.size(1)})")
     out = []
@@ -348,7 +307,7 @@ def complete(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_new_t
     prompts = [list(p) for p in prompts]
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. the <eos> that starts a text)")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     out: list[list[int] | None] = [None] * len(prompts)
     for n in sorted({len(p) for p in prompts}):
         rows = [i for i, p in enumerate(prompts) if len(p) == n]
@@ -363,7 +322,7 @@ def complete(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_new_t
 def ngram_overlap(samples: Sequence[Sequence], reference: Sequence[Sequence], n: int) -> float:
     """Share of the n-grams of ``samples`` (token sequences) that occur somewhere in ``reference``:
     near 1 means the samples copy the reference, near 0 that they are new (or nonsense)."""
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     seen = {tuple(r[i: i + n]) for r in reference for i in range(len(r) - n + 1)}
     grams = [tuple(s[i: i + n]) for s in samples for i in range(len(s) - n + 1)]
     if not grams:
@@ -374,7 +333,7 @@ def ngram_overlap(samples: Sequence[Sequence], reference: Sequence[Sequence], n:
 def best_of_n_indices(rewards: torch.Tensor, n: int) -> torch.Tensor:
     """Best-of-n from one pool: split ``rewards`` (M,) into consecutive groups of ``n`` (a remainder is
     dropped) and return the pool index of the highest reward in each group (first one on ties)."""
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     if not isinstance(rewards, torch.Tensor) or rewards.dim() != 1 or rewards.numel() < n:
         raise ValueError(f"rewards must be a 1-D tensor with at least n = {n} entries")
     groups = rewards[: rewards.numel() // n * n].view(-1, n)  # (M // n, n)
@@ -382,7 +341,7 @@ def best_of_n_indices(rewards: torch.Tensor, n: int) -> torch.Tensor:
 
 
 __all__ = [
-    "BM25", "TfidfRetriever", "best_of_n_indices", "char_ngrams", "complete", "confusion_matrix", "cut_at_eos",
-    "explain", "mean_reciprocal_rank", "ngram_overlap", "noisy_fragment", "precision_recall_f1", "random_mrr",
+    "BM25", "TfidfRetriever", "best_of_n_indices", "char_ngrams", "complete", "cut_at_eos",
+    "explain", "mean_reciprocal_rank", "ngram_overlap", "noisy_fragment", "random_mrr",
     "random_recall_at_k", "ranks_of", "recall_at_k", "split_sentences", "textrank",
 ]

@@ -6,8 +6,9 @@ reviews. This module keeps the pieces the chapter (and chapter 11) reuse:
 * :func:`labelled_subset`: "the n labelled examples" of an experiment, a seeded random sample, so
   every model in a comparison sees exactly the same labels;
 * :func:`finetune_classifier`: one fine-tuning run with the book's training loop;
-* :func:`accuracy`: test accuracy of a sequence classifier;
-* :func:`attention_maps` and :func:`attention_by_offset`: the attention weights of every layer and
+* :func:`classification_logits` and :func:`classifier_accuracy`: a sequence classifier's logits and
+  test accuracy;
+* :func:`bert_attention_maps` and :func:`attention_by_offset`: the attention weights of every layer and
   head, recomputed from the weights (the model itself calls ``F.scaled_dot_product_attention``,
   which does not return them), and how much weight a token puts on its neighbours at offsets
   ``-2, -1, 0, 1, 2``: the diagnostic that shows whether pretraining has taught the encoder to look
@@ -21,9 +22,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from llmcourse.evaluate import accuracy as _accuracy
-from llmcourse.data.masking import ClassificationBatcher, classification_logits
-from llmcourse.models.bert import BertModel, _BertBase
+from llmcourse.core.checks import eval_mode, model_device
+from llmcourse.data.masking import ClassificationBatcher, check_id_lists, pad_with_mask
+from llmcourse.evaluate import accuracy
+from llmcourse.models.bert import BertBase, BertForSequenceClassification, BertModel
 from llmcourse.train import TrainConfig, train
 
 
@@ -42,40 +44,60 @@ def labelled_subset(items: Sequence, n: int, seed: int) -> list:
     return [items[i] for i in order.tolist()]
 
 
-def finetune_classifier(model: _BertBase, sequences: Sequence[Sequence[int]], labels: Sequence[int],
+def finetune_classifier(model: BertForSequenceClassification, sequences: Sequence[Sequence[int]], labels: Sequence[int],
                         config: TrainConfig, batch_size: int = 32, pad_id: int = 0, device=None) -> dict:
     """Train a :class:`~llmcourse.models.bert.BertForSequenceClassification` on labelled id
     sequences with :func:`llmcourse.train.train` (random batches drawn with replacement, the data
     order seeded by ``config.seed``). Returns the training history; the model is trained in place."""
-    if not isinstance(model, _BertBase) or not hasattr(model, "classifier"):
+    if not isinstance(model, BertForSequenceClassification):
         raise TypeError(f"model must be a BertForSequenceClassification, got {type(model).__name__}")
     batches = ClassificationBatcher(sequences, labels, batch_size, pad_id)
     return train(model, batches, config, device=device)
 
 
-def accuracy(model: nn.Module, sequences: Sequence[Sequence[int]], labels: Sequence[int], pad_id: int = 0) -> float:
+def classification_logits(model: torch.nn.Module, sequences: Sequence[Sequence[int]], pad_id: int = 0,
+                          batch_size: int = 128) -> torch.Tensor:
+    """Logits (N, K) of a sequence classifier for every sequence, in ``eval`` mode.
+
+    Sequences are batched in order of length, so little padding is computed, and returned in the
+    order given. (Padding does not change a BERT's output: the padding mask hides it.)
+    """
+    seqs = check_id_lists(sequences)
+    device = model_device(model)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = [None] * len(seqs)
+    with eval_mode(model):
+        for start in range(0, len(seqs), batch_size):
+            chosen = order[start : start + batch_size]
+            input_ids, attention_mask = pad_with_mask([seqs[i] for i in chosen], pad_id)
+            logits = model(input_ids.to(device), attention_mask.to(device))[0].float().cpu()  # (b, K)
+            for j, i in enumerate(chosen):
+                out[i] = logits[j]
+    return torch.stack(out)
+
+
+def classifier_accuracy(model: nn.Module, sequences: Sequence[Sequence[int]], labels: Sequence[int],
+                        pad_id: int = 0) -> float:
     """Share of ``sequences`` whose arg-max class (in ``eval`` mode) equals the label."""
     labels = list(labels)
     if len(labels) != len(sequences):
         raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels; they must match one to one")
     predictions = classification_logits(model, sequences, pad_id).argmax(1).tolist()
-    return _accuracy(predictions, labels)
+    return accuracy(predictions, labels)
 
 
 @torch.no_grad()
-def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+def bert_attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Attention probabilities of every layer: a list of ``n_layer`` tensors (B, H, T, T), where
     ``[b, h, i, j]`` is how much query position ``i`` attends to key position ``j`` (rows sum to 1,
     padding keys get 0). Computed in ``eval`` mode (no dropout), exactly as the model's forward pass:
     ``softmax(Q K^T / sqrt(D))`` with padding keys masked out.
     """
-    bert = model.bert if isinstance(model, _BertBase) else model
+    bert = model.bert if isinstance(model, BertBase) else model
     if not isinstance(bert, BertModel):
         raise TypeError(f"model must be a BERT model or BertModel, got {type(model).__name__}")
     bert.check_inputs(input_ids, attention_mask)
-    was_training = bert.training
-    bert.eval()
-    try:
+    with eval_mode(bert):
         T = input_ids.size(1)
         pos = torch.arange(T, device=input_ids.device)
         x = bert.emb_ln(bert.tok_emb(input_ids) + bert.pos_emb(pos) + bert.seg_emb(torch.zeros_like(input_ids)))
@@ -93,9 +115,7 @@ def attention_maps(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
                 scores = scores.masked_fill(~keep, float("-inf"))
             maps.append(torch.softmax(scores, dim=-1))
             x = layer(x, keep)  # the next layer's input, from the model's own forward
-        return maps
-    finally:
-        bert.train(was_training)
+    return maps
 
 
 def attention_by_offset(maps: Sequence[torch.Tensor], attention_mask: torch.Tensor,
@@ -106,7 +126,7 @@ def attention_by_offset(maps: Sequence[torch.Tensor], attention_mask: torch.Tens
     a review of ``n`` tokens) puts about ``1/n`` on every offset; a layer that reads neighbours puts
     much more on ``-1`` and ``+1``."""
     if not maps:
-        raise ValueError("maps is empty; pass the list returned by attention_maps")
+        raise ValueError("maps is empty; pass the list returned by bert_attention_maps")
     real = attention_mask.bool()  # (B, T)
     T = real.shape[1]
     out = torch.zeros(len(maps), len(offsets))
@@ -126,4 +146,5 @@ def attention_by_offset(maps: Sequence[torch.Tensor], attention_mask: torch.Tens
     return out
 
 
-__all__ = ["accuracy", "attention_by_offset", "attention_maps", "finetune_classifier", "labelled_subset"]
+__all__ = ["attention_by_offset", "bert_attention_maps", "classification_logits", "classifier_accuracy",
+           "finetune_classifier", "labelled_subset"]

@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from llmcourse.core.checks import IGNORE_INDEX, eval_mode, id_tensor, model_device
 from llmcourse.data.tokenizers import PAD_ID, CharTokenizer
 
 TAGS: tuple[str, ...] = ("B", "M", "E", "S")
 TAG_TO_ID = {t: i for i, t in enumerate(TAGS)}
-IGNORE = -100  # label of padding positions; cross_entropy skips it
 
 
 # ---- words <-> tags -------------------------------------------------------------------------------
@@ -156,21 +156,20 @@ class Segmenter:
     tokenizer: CharTokenizer
     losses: list[float] = field(default_factory=list)
 
-    @torch.no_grad()
     def tag(self, texts: Sequence[str], batch_size: int = 64) -> list[list[str]]:
         """Viterbi tags for each text."""
         if isinstance(texts, str):
             raise TypeError("tag() expects a list of texts; use segment(text) for one")
-        self.model.eval()
         out: list[list[str] | None] = [None] * len(texts)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
-        device = next(self.model.parameters()).device
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            ids, lengths = pad_batch([self.tokenizer.encode(texts[i]) for i in idx])
-            log_probs = F.log_softmax(self.model(ids.to(device)), dim=-1)
-            for i, path in zip(idx, viterbi(log_probs, lengths)):
-                out[i] = [TAGS[k] for k in path]
+        device = model_device(self.model)
+        with eval_mode(self.model):
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                ids, lengths = pad_with_lengths([self.tokenizer.encode(texts[i]) for i in idx])
+                log_probs = F.log_softmax(self.model(ids.to(device)), dim=-1)
+                for i, path in zip(idx, viterbi(log_probs, lengths)):
+                    out[i] = [TAGS[k] for k in path]
         return out  # type: ignore[return-value]
 
     def segment_many(self, texts: Sequence[str]) -> list[list[str]]:
@@ -184,12 +183,12 @@ class Segmenter:
         return self.segment_many([text])[0] if text else []
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], value: int = PAD_ID) -> tuple[torch.Tensor, list[int]]:
+def pad_with_lengths(sequences: Sequence[Sequence[int]], value: int = PAD_ID) -> tuple[torch.Tensor, list[int]]:
     """Right-pad id lists into a (B, T) tensor; also return the true lengths."""
     lengths = [len(s) for s in sequences]
     batch = torch.full((len(sequences), max(lengths, default=0)), value, dtype=torch.long)
     for row, seq in enumerate(sequences):
-        batch[row, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        batch[row, :len(seq)] = id_tensor(seq, f"sequence {row}")
     return batch, lengths
 
 
@@ -229,10 +228,10 @@ def train_segmenter(sentences: Sequence[Sequence[str]], *, epochs: int = 2, batc
     model.train()
     for _ in range(epochs):
         for b in torch.randperm(len(batches)).tolist():
-            ids, _ = pad_batch([p[0] for p in batches[b]])
-            tags, _ = pad_batch([p[1] for p in batches[b]], value=IGNORE)
+            ids, _ = pad_with_lengths([p[0] for p in batches[b]])
+            tags, _ = pad_with_lengths([p[1] for p in batches[b]], value=IGNORE_INDEX)
             logits = model(ids.to(device))                                         # (B, T, 4)
-            loss = F.cross_entropy(logits.reshape(-1, len(TAGS)), tags.to(device).reshape(-1), ignore_index=IGNORE)
+            loss = F.cross_entropy(logits.reshape(-1, len(TAGS)), tags.to(device).reshape(-1), ignore_index=IGNORE_INDEX)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -242,4 +241,4 @@ def train_segmenter(sentences: Sequence[Sequence[str]], *, epochs: int = 2, batc
 
 
 __all__ = ["TAGS", "TAG_TO_ID", "words_to_tags", "tags_to_words", "is_valid_tag_sequence", "viterbi",
-           "ConvTagger", "Segmenter", "pad_batch", "train_segmenter"]
+           "ConvTagger", "Segmenter", "pad_with_lengths", "train_segmenter"]

@@ -24,15 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE_INDEX = -100  # labels with this value are not predicted (F.cross_entropy's ignore_index)
+from llmcourse.core.checks import IGNORE_INDEX, check_generator, id_tensor
+
 SPECIAL_NAMES = ("[CLS]", "[SEP]", "[MASK]")
-
-
-def _check_generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError("pass a seeded torch.Generator (e.g. torch.Generator().manual_seed(0)) so the masks are "
-                        f"reproducible; got {type(generator).__name__}")
-    return generator
 
 
 def _check_id(name: str, value, vocab_size: int) -> int:
@@ -130,7 +124,7 @@ def mask_tokens(input_ids: torch.Tensor, vocab_size: int, mask_id: int, special_
     special = [_check_id("special id", int(s), vocab_size) for s in special_ids]
     if mask_id not in special:
         special.append(mask_id)  # [MASK] is never a target nor a random replacement
-    _check_generator(generator)
+    check_generator(generator)
     if isinstance(mlm_prob, bool) or not isinstance(mlm_prob, (int, float)) or not 0 < mlm_prob < 1:
         raise ValueError(f"mlm_prob must be a probability in (0, 1), got {mlm_prob!r}")
     p_mask, p_random = (float(p) for p in replace_probs)
@@ -163,20 +157,21 @@ def mask_tokens(input_ids: torch.Tensor, vocab_size: int, mask_id: int, special_
 
 
 # ---- batches ---------------------------------------------------------------------------------------
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_with_mask(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad id lists to the longest: ``input_ids`` (B, L) and ``attention_mask`` (B, L) (1 = real)."""
     if isinstance(sequences, (str, torch.Tensor)) or len(sequences) == 0:
-        raise ValueError("pad_batch needs a non-empty list of id lists")
-    seqs = [torch.as_tensor(list(s), dtype=torch.long) for s in sequences]
+        raise ValueError("pad_with_mask needs a non-empty list of id lists")
+    seqs = [id_tensor(s, f"sequence {i}") for i, s in enumerate(sequences)]
     if any(s.numel() == 0 for s in seqs):
-        raise ValueError("pad_batch got an empty sequence; every example needs at least one token")
+        raise ValueError("pad_with_mask got an empty sequence; every example needs at least one token")
     lengths = torch.tensor([s.numel() for s in seqs])  # (B,)
     input_ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_id)  # (B, L)
     attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()  # (B, L)
     return input_ids, attention_mask
 
 
-def _check_sequences(sequences, name: str = "sequences") -> list[list[int]]:
+def check_id_lists(sequences, name: str = "sequences") -> list[list[int]]:
+    """A non-empty list of id lists (not a str or a tensor), each as a list."""
     if isinstance(sequences, (str, torch.Tensor)) or not isinstance(sequences, Sequence) or len(sequences) == 0:
         raise ValueError(f"{name} must be a non-empty list of id lists")
     return [list(s) for s in sequences]
@@ -187,7 +182,7 @@ class MLMBatcher:
     :func:`mask_tokens`, as ``{"input_ids", "attention_mask", "labels"}`` for :class:`BertForMaskedLM`."""
 
     def __init__(self, sequences: Sequence[Sequence[int]], vocab: BertVocab, batch_size: int, mlm_prob: float = 0.15):
-        self.sequences = _check_sequences(sequences)
+        self.sequences = check_id_lists(sequences)
         if not isinstance(vocab, BertVocab):
             raise TypeError(f"vocab must be a BertVocab, got {type(vocab).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -195,8 +190,8 @@ class MLMBatcher:
         self.vocab, self.batch_size, self.mlm_prob = vocab, batch_size, mlm_prob
 
     def __call__(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        rows = torch.randint(len(self.sequences), (self.batch_size,), generator=_check_generator(generator))
-        input_ids, attention_mask = pad_batch([self.sequences[i] for i in rows.tolist()], self.vocab.pad_id)
+        rows = torch.randint(len(self.sequences), (self.batch_size,), generator=check_generator(generator))
+        input_ids, attention_mask = pad_with_mask([self.sequences[i] for i in rows.tolist()], self.vocab.pad_id)
         v = self.vocab
         inputs, labels = mask_tokens(input_ids, v.vocab_size, v.mask_id, v.special_ids, generator, self.mlm_prob)
         return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
@@ -207,7 +202,7 @@ class ClassificationBatcher:
     replacement), as ``{"input_ids", "attention_mask", "labels"}`` for :class:`BertForSequenceClassification`."""
 
     def __init__(self, sequences: Sequence[Sequence[int]], labels: Sequence[int], batch_size: int, pad_id: int = 0):
-        self.sequences = _check_sequences(sequences)
+        self.sequences = check_id_lists(sequences)
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
         if self.labels.shape != (len(self.sequences),):
             raise ValueError(f"{len(self.sequences)} sequences but {self.labels.numel()} labels; they must match one to one")
@@ -216,38 +211,11 @@ class ClassificationBatcher:
         self.batch_size, self.pad_id = batch_size, pad_id
 
     def __call__(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        rows = torch.randint(len(self.sequences), (self.batch_size,), generator=_check_generator(generator))
-        input_ids, attention_mask = pad_batch([self.sequences[i] for i in rows.tolist()], self.pad_id)
+        rows = torch.randint(len(self.sequences), (self.batch_size,), generator=check_generator(generator))
+        input_ids, attention_mask = pad_with_mask([self.sequences[i] for i in rows.tolist()], self.pad_id)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": self.labels[rows]}
 
 
-@torch.no_grad()
-def classification_logits(model: torch.nn.Module, sequences: Sequence[Sequence[int]], pad_id: int = 0,
-                          batch_size: int = 128) -> torch.Tensor:
-    """Logits (N, K) of a sequence classifier for every sequence, in ``eval`` mode.
-
-    Sequences are batched in order of length, so little padding is computed, and returned in the
-    order given. (Padding does not change a BERT's output: the padding mask hides it.)
-    """
-    seqs = _check_sequences(sequences)
-    device = next(model.parameters()).device
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    was_training = model.training
-    model.eval()
-    try:
-        out = [None] * len(seqs)
-        for start in range(0, len(seqs), batch_size):
-            chosen = order[start : start + batch_size]
-            input_ids, attention_mask = pad_batch([seqs[i] for i in chosen], pad_id)
-            logits = model(input_ids.to(device), attention_mask.to(device))[0].float().cpu()  # (b, K)
-            for j, i in enumerate(chosen):
-                out[i] = logits[j]
-        return torch.stack(out)
-    finally:
-        model.train(was_training)
-
-
 __all__ = [
-    "IGNORE_INDEX", "BertVocab", "ClassificationBatcher", "MLMBatcher", "classification_logits", "mask_tokens",
-    "pad_batch",
+    "BertVocab", "ClassificationBatcher", "MLMBatcher", "check_id_lists", "mask_tokens", "pad_with_mask",
 ]

@@ -31,6 +31,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
+from llmcourse.core.checks import check_texts
+
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -42,22 +44,6 @@ class UnknownTokenIdError(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
         return str(self.args[0]) if self.args else ""
-
-
-def _check_texts(texts: Iterable[str]) -> list[str]:
-    """The training corpus as a list of strings; a clear error for anything else."""
-    if isinstance(texts, str):
-        raise TypeError("train() expects an iterable of texts (e.g. a list of str), got a single str; wrap it in a list")
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"train() expects an iterable of str, got {type(texts).__name__}") from None
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"train() expects str texts, but item {i} is {type(text).__name__}")
-    if not any(texts):
-        raise ValueError("cannot train a tokenizer on an empty corpus; pass at least one non-empty text")
-    return texts
 
 
 def _check_text(text: str) -> str:
@@ -82,6 +68,7 @@ class Tokenizer(ABC):
         self.min_freq = min_freq
         self._id_to_token: list[str] = list(SPECIAL_TOKENS)
         self._token_to_id: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+        self.trained = False  # an untrained tokenizer would encode every token as <unk>: encode refuses
 
     # ---- what a subclass defines ---------------------------------------------------------------
     @abstractmethod
@@ -102,7 +89,7 @@ class Tokenizer(ABC):
     # ---- training ------------------------------------------------------------------------------
     def train(self, texts: Iterable[str]) -> "Tokenizer":
         """Build the vocabulary from ``texts`` (a list of strings). Returns ``self`` for chaining."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts, "train() texts", allow_empty_strings=False)
         counts = Counter(token for text in texts for token in self.tokenize(text))
         self._build_vocab(counts)
         return self
@@ -116,6 +103,7 @@ class Tokenizer(ABC):
             if token not in self._token_to_id:  # two BPE merges can spell the same string
                 self._token_to_id[token] = len(self._id_to_token)
                 self._id_to_token.append(token)
+        self.trained = True
 
     # ---- ids -----------------------------------------------------------------------------------
     @property
@@ -151,6 +139,9 @@ class Tokenizer(ABC):
 
     def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Token ids of ``text``, optionally wrapped in ``<bos>`` ... ``<eos>``."""
+        if not self.trained:
+            raise RuntimeError(f"this {type(self).__name__} has no vocabulary yet, so every token would encode as "
+                               f"<unk>: call .train(texts) first (or {type(self).__name__}.load(path))")
         ids = [self._token_to_id.get(t, UNK_ID) for t in self.tokenize(_check_text(text))]
         return ([BOS_ID] if add_bos else []) + ids + ([EOS_ID] if add_eos else [])
 
@@ -199,6 +190,7 @@ class Tokenizer(ABC):
             raise ValueError(f"{path}: bad settings for {kind}: {err}") from None
         tok._id_to_token = list(vocab)
         tok._token_to_id = {t: i for i, t in enumerate(vocab)}
+        tok.trained = True
         tok._set_extra_state(state)
         return tok
 
@@ -398,7 +390,7 @@ class BPETokenizer(Tokenizer):
 
     # ---- training ------------------------------------------------------------------------------
     def train(self, texts: Iterable[str]) -> "BPETokenizer":
-        texts = _check_texts(texts)
+        texts = check_texts(texts, "train() texts", allow_empty_strings=False)
         chunk_counts = Counter(chunk for text in texts for chunk in split_chunks(text))
         char_counts: Counter = Counter()
         for chunk, c in chunk_counts.items():

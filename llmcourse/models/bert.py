@@ -209,7 +209,7 @@ def _init_bert_weights(module: nn.Module, std: float) -> None:
         nn.init.zeros_(module.bias)
 
 
-class _BertBase(nn.Module):
+class BertBase(nn.Module):
     """What both heads share: the encoder ``self.bert``, parameter counts, and encoder transfer."""
 
     def __init__(self, config: BertConfig) -> None:
@@ -223,17 +223,17 @@ class _BertBase(nn.Module):
         """Number of parameters (a tied matrix counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def load_encoder(self, source: "_BertBase | BertModel") -> "_BertBase":
+    def load_encoder(self, source: "BertBase | BertModel") -> "BertBase":
         """Copy the encoder weights of ``source`` (another BERT model, e.g. a pretrained
         :class:`BertForMaskedLM`) into this model's encoder; the head keeps its own weights."""
-        encoder = source.bert if isinstance(source, _BertBase) else source
+        encoder = source.bert if isinstance(source, BertBase) else source
         if not isinstance(encoder, BertModel):
             raise TypeError(f"load_encoder expects a BERT model or BertModel, got {type(source).__name__}")
         self.bert.load_state_dict(encoder.state_dict())
         return self
 
 
-class BertForMaskedLM(_BertBase):
+class BertForMaskedLM(BertBase):
     """BERT with the masked-language-model head.
 
     ``forward(input_ids, attention_mask=None, labels=None, token_type_ids=None) -> (logits, loss)``:
@@ -274,7 +274,7 @@ class BertForMaskedLM(_BertBase):
         return logits, F.cross_entropy(logits, labels[selected])
 
 
-class BertForSequenceClassification(_BertBase):
+class BertForSequenceClassification(BertBase):
     """BERT with a classification head on the [CLS] position (position 0), or on the mean of the
     real tokens' final states with ``config.pooling == "mean"``.
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from llmcourse.core.checks import check_texts
+
 
 def ngrams(tokens: Sequence[str], n_values: Sequence[int] = (1, 2)) -> list[str]:
     """All n-grams of ``tokens`` for each ``n`` in ``n_values``, joined with a space between tokens
@@ -77,7 +79,7 @@ class BowLogisticRegression:
         text), and where each text's ids start (the input format of ``F.embedding_bag``)."""
         if self.vocab is None:
             raise RuntimeError("call fit() before using the model")
-        return self._ids(self._grams(t) for t in _check_texts(texts))
+        return self._ids(self._grams(t) for t in check_texts(texts))
 
     def _sparse(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """The 0/1 feature matrix (N, F) as a sparse CSR float64 tensor (row i holds text i's n-grams)."""
@@ -106,7 +108,7 @@ class BowLogisticRegression:
 
     def fit(self, texts: Sequence[str], labels: Sequence[int]) -> "BowLogisticRegression":
         """Build the n-gram vocabulary from ``texts`` and fit the weights to ``labels`` (0/1)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         labels = list(labels)
         if len(labels) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels; they must match one to one")
@@ -163,15 +165,6 @@ class BowLogisticRegression:
         order = torch.argsort(self.weight)
         pick = lambda idx: [(names[i], float(self.weight[i])) for i in idx.tolist()]  # noqa: E731
         return {"positive": pick(order.flip(0)[:k]), "negative": pick(order[:k])}
-
-
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("expected a list of texts, got a single str; wrap it in a list")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("expected at least one text")
-    return texts
 
 
 __all__ = ["BowLogisticRegression", "ngrams"]

@@ -29,6 +29,24 @@ def test_accuracy():
         evaluate.accuracy([], [])
 
 
+@pytest.mark.parametrize("predictions", [[0.9, 0.2], torch.tensor([0.9, 0.2]), [1, 0.0]])
+def test_accuracy_refuses_probabilities_where_labels_are_expected(predictions):
+    # [0.9, 0.2] against [1, 0] used to score 0.0 (no float equals an int label): a silent wrong result
+    with pytest.raises(TypeError, match="class labels"):
+        evaluate.accuracy(predictions, [1, 0])
+    with pytest.raises(TypeError, match="class labels"):
+        evaluate.accuracy([1, 0], predictions)
+
+
+def test_confusion_matrix_refuses_bad_labels():
+    with pytest.raises(ValueError, match="equal length"):
+        evaluate.confusion_matrix([1], [1, 0])
+    with pytest.raises(ValueError, match="class ids"):
+        evaluate.confusion_matrix([2], [1])
+    with pytest.raises(ValueError, match="class ids"):
+        evaluate.confusion_matrix([0.9, 0.2], [1, 0])
+
+
 def test_segmentation_prf_hand_example():
     gold = [["我", "喜欢", "吃", "苹果"]]
     pred = [["我", "喜", "欢", "吃", "苹果"]]
@@ -52,3 +70,15 @@ def test_distinct_n():
     assert evaluate.distinct_n([list("abc"), list("abc")], 1) == 0.5
     with pytest.raises(ValueError, match="shorter"):
         evaluate.distinct_n([list("a")], 2)
+
+
+def test_confusion_matrix_and_f1_by_hand():
+    pred, gold = [1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]
+    cm = evaluate.confusion_matrix(pred, gold)
+    assert cm.tolist() == [[2, 1], [1, 2]]  # rows true, columns predicted
+    prf = evaluate.precision_recall_f1(cm)
+    assert prf == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
+    cm = evaluate.confusion_matrix([1, 1, 1], [1, 0, 0])
+    assert evaluate.precision_recall_f1(cm) == pytest.approx({"precision": 1 / 3, "recall": 1.0, "f1": 0.5})
+    assert evaluate.precision_recall_f1(cm, positive=0) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert evaluate.confusion_matrix([2, 0], [1, 2], n_classes=3).tolist() == [[0, 0, 0], [0, 0, 1], [1, 0, 0]]

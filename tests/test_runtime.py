@@ -23,10 +23,15 @@ def test_set_seed_rejects_bad_seed(bad):
         llmcourse.set_seed(bad)
 
 
-def test_get_device_defaults_to_an_available_device():
-    device = llmcourse.get_device()
-    assert device.type in {"cpu", "cuda", "mps"}
-    torch.zeros(1, device=device)  # usable
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert llmcourse.get_device() == torch.device(expected)
+
+
+def test_get_device_on_this_machine_is_usable_and_cpu_can_be_forced():
+    torch.zeros(1, device=llmcourse.get_device())
     assert llmcourse.get_device("cpu") == torch.device("cpu")
 
 
