@@ -34,7 +34,7 @@ EXECUTE ?=
 # An executing build writes the running perplexity table to a scratch copy, not to the shipped one.
 book: setup assets
 	$(if $(EXECUTE),mkdir -p _build && $(BIN)/python scripts/book-config.py --execute > _build/config-execute.yml && \
-	  cp llmcourse/results/perplexity.json _build/perplexity.json &&) \
+	  cp llmcourse/book/results/perplexity.json _build/perplexity.json &&) \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(if $(EXECUTE),LLMCOURSE_RESULTS_FILE=$(CURDIR)/_build/perplexity.json) \
 	  $(BIN)/jupyter-book build . --warningiserror --keep-going $(if $(EXECUTE),--config _build/config-execute.yml)
 	@echo "book: _build/html/index.html"
@@ -67,7 +67,7 @@ tolerances: setup
 student: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.book.coursework student notebooks/*.ipynb --out student --execute
 
-# Retrain the weights the package ships (llmcourse/weights/, minutes of CPU each) from their recipes.
+# Retrain the weights the package ships (llmcourse/book/weights/, minutes of CPU each) from their recipes.
 weights: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.book.pretrained build all
 
