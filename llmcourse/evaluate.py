@@ -39,7 +39,10 @@ def perplexity_from_nll(mean_nll: float) -> float:
     value = float(mean_nll)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"mean negative log-likelihood must be finite and >= 0, got {mean_nll!r}")
-    return math.exp(value)
+    try:
+        return math.exp(value)
+    except OverflowError:  # a mean NLL above 709.78 nats: the perplexity is beyond any float
+        return math.inf
 
 
 def _labels(name: str, values) -> list:

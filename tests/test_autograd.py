@@ -211,9 +211,16 @@ def test_non_numbers_are_refused(bad):
         Value(1.0) + bad
 
 
-def test_nan_is_refused():
-    with pytest.raises(ValueError, match="NaN"):
-        Value(float("nan"))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_are_refused(bad):
+    with pytest.raises(ValueError, match="expected a finite number"):
+        Value(bad)
+
+
+def test_exp_overflow_says_why():
+    assert Value(709.0).exp().data == pytest.approx(math.exp(709.0))
+    with pytest.raises(OverflowError, match="larger than the largest float"):
+        Value(1000.0).exp()
 
 
 def test_division_by_zero_and_bad_powers_raise():

@@ -15,6 +15,10 @@ def test_perplexity_is_exp_of_mean_nll_as_torch_computes_it():
     assert evaluate.perplexity_from_nll(math.log(7)) == pytest.approx(7.0)  # a uniform model over 7 tokens
 
 
+def test_perplexity_of_a_huge_nll_is_infinite_not_an_overflow_error():
+    assert evaluate.perplexity_from_nll(800) == math.inf  # math.exp(800) raised "math range error"
+
+
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
 def test_perplexity_rejects_impossible_nll(bad):
     with pytest.raises(ValueError, match="finite and >= 0"):

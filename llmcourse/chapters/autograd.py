@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from numbers import Real
 from typing import Union
@@ -37,9 +38,12 @@ def _check_number(x: object, what: str) -> float:
     if isinstance(x, bool) or not isinstance(x, Real):
         raise TypeError(f"{what} must be a real number (int or float), got {type(x).__name__} {x!r}")
     x = float(x)
-    if math.isnan(x):
-        raise ValueError(f"{what} is NaN; expected a finite number")
+    if not math.isfinite(x):
+        raise ValueError(f"{what} is {x}; expected a finite number")
     return x
+
+
+MAX_EXP_ARG = math.log(sys.float_info.max)  # 709.78: math.exp of anything larger overflows
 
 
 class Value:
@@ -143,6 +147,9 @@ class Value:
 
     # ------------------------------------------------------- unary functions
     def exp(self) -> Value:
+        if self.data > MAX_EXP_ARG:
+            raise OverflowError(f"exp({self.data}) is larger than the largest float (exp overflows above "
+                                f"{MAX_EXP_ARG:.2f}); scale the input down, or use a log-space formula")
         out = Value(math.exp(self.data), (self,), "exp")
 
         def _backward() -> None:  # d(e^x)/dx = e^x
