@@ -10,19 +10,40 @@ produced with the *same* model, data and training loop, for longer:
     python -m llmcourse.book.pretrained build gpt-reviews   # retrain (minutes on a CPU), rewrite the file
     python -m llmcourse.book.pretrained verify all      # retrain into a temporary folder and compare
 
-Nothing is downloaded: the files live in ``llmcourse/weights/``. Recipes train on one CPU thread: a rebuild on
-the same CPU and torch version gives the same weights bit for bit; elsewhere the floating-point sums
-run in another order, and :func:`verify` then compares the recorded metrics instead.
-Files are written atomically and read with ``weights_only=True``.
+Nothing is downloaded: the files live in ``llmcourse/book/weights/``. Recipes train on one CPU thread: a
+rebuild on the same CPU and torch version gives the same weights bit for bit; elsewhere the floating-point
+sums run in another order, and :func:`verify` then compares the recorded metrics instead.
+
+A weights file (format ``llmcourse.pretrained/2``) is a dict written atomically with ``torch.save`` and
+read with ``weights_only=True``: the model's ``state_dict``, the metadata :func:`load` reports
+(:data:`METADATA_FIELDS`: name, model class and config, training config and history, metrics,
+``built_with``) and ``sha256``, digests that :func:`read` and :func:`load` recompute before they hand
+anything out:
+
+* ``sha256["tensors"]``: :func:`~llmcourse.core.checkpoint.tensor_sha256` of the state dict (the names
+  sorted; dtype, shape and raw bytes of each tensor). A changed byte of any weight is refused.
+* ``sha256["vocabulary"]``: of the id -> token list the recipe's tokenizer made for the build (as
+  JSON). :func:`load` recomputes it from today's data and tokenizer: if either changed, every id would
+  now stand for another character and the model would read scrambled text with no error at all.
+* ``sha256["metadata"]``: one digest per metadata field (canonical JSON: sorted keys, no spaces), so an
+  edited field is refused by name and ``.metrics`` never reports numbers the weights do not have.
+
+The shipped files' bytes are also listed in ``weights/SHA256SUMS``, but that list only knows the
+shipped paths: ``load(name, path)`` of a copy, a download or a test build was never checked against it,
+which is why the digests live inside the file. They catch corruption, stale files and hand edits, not
+forgery (anyone can recompute them). A file in format ``llmcourse.pretrained/1`` (no digests) is
+refused: rebuild it with ``python -m llmcourse.book.pretrained build NAME``.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import hashlib
+import json
 import math
 import os
 import platform
+import reprlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,9 +61,11 @@ from llmcourse.data.masking import BertVocab, MLMBatcher
 from llmcourse.data.tokenizers import CharTokenizer
 from llmcourse.train import TrainConfig, estimate_loss, train
 from llmcourse.core.runtime import set_seed
-from llmcourse.core.checkpoint import CheckpointError, atomic_torch_save, checked_torch_load
+from llmcourse.core.checkpoint import CheckpointError, atomic_torch_save, checked_torch_load, tensor_sha256
 
-FORMAT = "llmcourse.pretrained/1"
+FORMAT = "llmcourse.pretrained/2"
+# what `load` reports besides the model; each field has its own digest in the file
+METADATA_FIELDS = ("name", "model_class", "model_config", "train_config", "history", "metrics", "built_with")
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 METRIC_RTOL = 0.02  # another CPU or torch: the rebuilt metrics must agree within 2 %
 
@@ -127,6 +150,7 @@ class Recipe:
     train_config: TrainConfig
     run: Callable[..., tuple[nn.Module, dict, dict]]  # (TrainConfig, stop_at=None) -> (model, history, metrics)
     config: Callable[[], object]  # the model config the recipe builds, without training
+    vocabulary: Callable[[], list[str]]  # the id -> token list the model reads (today's data and tokenizer)
     metrics: Callable[[nn.Module, tuple], dict]  # (model, splits) -> the metrics `build` records
     guard_metric: str  # the metric the fast test re-measures (see GUARD_* below)
 
@@ -140,13 +164,23 @@ def _bert_config_now() -> models.BertConfig:
     return bert_reviews_config(vocab.vocab_size, vocab.pad_id)
 
 
+def _gpt_vocabulary() -> list[str]:
+    tokenizer = _review_tokenizer()
+    return [tokenizer.id_to_token(i) for i in range(len(tokenizer))]
+
+
+def _bert_vocabulary() -> list[str]:
+    vocab = BertVocab.from_tokenizer(_review_tokenizer())  # the tokenizer's ids, then [CLS] [SEP] [MASK]
+    return [vocab.token(i) for i in range(vocab.vocab_size)]
+
+
 RECIPES = {
     "gpt-reviews": Recipe(
         "gpt-reviews", 6, "chapter 6's GPT trained 10x longer: 6,000 updates of 16 x 64 characters (about 6 epochs)",
-        "GPT", GPT_REVIEWS_TRAIN, _gpt_reviews, _gpt_config_now, _gpt_reviews_metrics, "val_ppl"),
+        "GPT", GPT_REVIEWS_TRAIN, _gpt_reviews, _gpt_config_now, _gpt_vocabulary, _gpt_reviews_metrics, "val_ppl"),
     "bert-mlm-reviews": Recipe(
         "bert-mlm-reviews", 7, "chapter 7's encoder pretrained 12x longer: 12,000 MLM updates of 32 reviews",
-        "BertForMaskedLM", MLM_REVIEWS_TRAIN, _bert_mlm_reviews, _bert_config_now, _bert_mlm_metrics,
+        "BertForMaskedLM", MLM_REVIEWS_TRAIN, _bert_mlm_reviews, _bert_config_now, _bert_vocabulary, _bert_mlm_metrics,
         "val_mlm_loss"),
 }
 
@@ -162,7 +196,12 @@ def weights_path(name: str) -> str:
     return os.path.join(WEIGHTS_DIR, f"{name}.pt")
 
 
-# ---- integrity: a SHA-256 of every shipped file, written by `build`, checked by `load` -----------------
+def _rebuild(name: str | None) -> str:
+    return f"`python -m llmcourse.book.pretrained build {name or 'NAME'}`"
+
+
+# ---- the shipped files' bytes: SHA256SUMS, written by `build`, checked by `load(name)` ------------------
+# (it only knows the shipped paths; a file anywhere is checked by the digests inside it, see `read`)
 MANIFEST = os.path.join(WEIGHTS_DIR, "SHA256SUMS")
 
 
@@ -210,7 +249,7 @@ def check_integrity(name: str) -> None:
                               f"with `python -m llmcourse.book.pretrained build {name}`")
 
 
-# ---- building, loading, verifying -------------------------------------------------------------------
+# ---- building ---------------------------------------------------------------------------------------
 def _cpu_model() -> str:
     """The CPU's model name and a digest of its feature flags: two CPUs that both report AVX512 to torch
     can still differ in MKL's code paths, and only the same CPU repeats a build bit for bit."""
@@ -232,8 +271,8 @@ def build(name: str, out_dir: str | None = None, max_steps: int | None = None) -
     """Train recipe ``name`` on one CPU thread (the set-up whose results repeat bit for bit; other thread
     counts sum in another order) and write its weights file (atomically); returns the path.
 
-    ``max_steps`` shortens the run (for tests of this function only: the file then differs from the
-    shipped one, which :func:`load` does not check).
+    ``max_steps`` shortens the run (for tests of this function only: such a file carries valid digests,
+    so :func:`load` reads it from its path, but it differs from the shipped one).
     """
     recipe = _recipe(name)
     train_config = recipe.train_config
@@ -250,7 +289,6 @@ def build(name: str, out_dir: str | None = None, max_steps: int | None = None) -
     finally:
         torch.set_num_threads(threads)
     state = {
-        "format": FORMAT,
         "name": name,
         "model_class": recipe.model_class,
         "model_config": asdict(model.config),
@@ -261,12 +299,113 @@ def build(name: str, out_dir: str | None = None, max_steps: int | None = None) -
         "built_with": {**_machine(), "threads": 1, "seconds": round(seconds, 1)},
     }
     path = os.path.join(out_dir, f"{name}.pt") if out_dir is not None else weights_path(name)
-    atomic_torch_save(state, path)
+    write(state, path, recipe.vocabulary())
     if out_dir is None:
         _record_in_manifest(path)
     return path
 
 
+# ---- the file format: digests written by `write`, recomputed by `read` and `load` -----------------------
+def _is_dict(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# field -> (what it must be, the test): checked before anything uses a field, so a hand-edited file
+# is refused naming the field instead of failing with an AttributeError deep inside `load`
+_FIELD_TYPES = {
+    "name": ("a str", lambda v: isinstance(v, str)),
+    "model_class": ("a str", lambda v: isinstance(v, str)),
+    "model_config": ("a dict of settings", _is_dict),
+    "train_config": ("a dict of settings", _is_dict),
+    "history": ("a dict of lists", lambda v: _is_dict(v) and all(isinstance(x, list) for x in v.values())),
+    "metrics": ("a dict of numbers", lambda v: _is_dict(v) and all(_is_number(x) for x in v.values())),
+    "built_with": ("a dict", _is_dict),
+    "state_dict": ("a dict of tensors", lambda v: _is_dict(v) and all(isinstance(x, torch.Tensor) for x in v.values())),
+}
+
+
+def _json_sha256(value) -> str:
+    """SHA-256 of ``value`` as canonical JSON: sorted keys, no spaces, floats written exactly (repr)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def vocabulary_sha256(tokens: list[str]) -> str:
+    """SHA-256 of an id -> token list (``tokens[i]`` is the token of id ``i``)."""
+    return _json_sha256(list(tokens))
+
+
+def digests(state: dict, vocabulary: list[str]) -> dict:
+    """The ``sha256`` entry of a weights file holding ``state``, built with ``vocabulary``."""
+    return {"tensors": tensor_sha256(state["state_dict"]), "vocabulary": vocabulary_sha256(vocabulary),
+            "metadata": {field: _json_sha256(state[field]) for field in METADATA_FIELDS}}
+
+
+def write(state: dict, path: str, vocabulary: list[str]) -> str:
+    """Write ``state`` (``state_dict`` and :data:`METADATA_FIELDS`) as a weights file with its digests,
+    atomically; ``vocabulary`` is the id -> token list the model was trained on. Returns ``path``."""
+    state = {"format": FORMAT, **{k: state[k] for k in ("state_dict", *METADATA_FIELDS)}}
+    _check_fields(path, state, state["name"])  # never write a file that `read` would refuse
+    state["sha256"] = digests(state, vocabulary)
+    atomic_torch_save(state, path)
+    return path
+
+
+def _check_fields(path: str, state: dict, name: str | None) -> None:
+    for field, (expected, is_ok) in _FIELD_TYPES.items():
+        value = state[field]
+        if not is_ok(value):
+            raise CheckpointError(f"weights file {path!r}: field {field!r} must be {expected}, found "
+                                  f"{type(value).__name__} {reprlib.repr(value)}; the file was edited or not written "
+                                  f"by llmcourse. Rebuild it with {_rebuild(name)}")
+        if field in METADATA_FIELDS:
+            try:
+                _json_sha256(value)
+            except (TypeError, ValueError) as e:  # a tensor or an object where plain data belongs
+                raise CheckpointError(f"weights file {path!r}: field {field!r} holds more than plain data ({e}); "
+                                      f"rebuild it with {_rebuild(name)}") from None
+
+
+def _stored_digests(path: str, state: dict, name: str | None) -> dict:
+    stored = state["sha256"]
+    if not (_is_dict(stored) and isinstance(stored.get("tensors"), str) and isinstance(stored.get("vocabulary"), str)
+            and _is_dict(stored.get("metadata")) and all(isinstance(stored["metadata"].get(f), str)
+                                                         for f in METADATA_FIELDS)):
+        raise CheckpointError(f"weights file {path!r}: its 'sha256' digests are missing or malformed; "
+                              f"rebuild it with {_rebuild(name)}")
+    return stored
+
+
+def _mismatch(path: str, name: str | None, what: str, why: str) -> CheckpointError:
+    return CheckpointError(f"weights file {path!r} is refused: {what} do not match the SHA-256 stored in it "
+                           f"({why}). Rebuild it with {_rebuild(name)}")
+
+
+def _check_digests(path: str, state: dict, name: str | None) -> None:
+    stored = _stored_digests(path, state, name)
+    if tensor_sha256(state["state_dict"]) != stored["tensors"]:
+        raise _mismatch(path, name, "its tensors", "the file is corrupt, or its weights were changed after the build")
+    edited = [f for f in METADATA_FIELDS if _json_sha256(state[f]) != stored["metadata"][f]]
+    if edited:
+        raise _mismatch(path, name, f"its metadata fields {edited}",
+                        "they were edited or corrupted after the build, and would report what the weights are not")
+
+
+def _check_vocabulary(path: str, state: dict, recipe: Recipe) -> None:
+    now = recipe.vocabulary()
+    if vocabulary_sha256(now) != state["sha256"]["vocabulary"]:
+        raise CheckpointError(
+            f"weights file {path!r} was built with another tokenizer vocabulary than recipe {recipe.name!r} makes "
+            f"now ({len(now)} ids, SHA-256 {vocabulary_sha256(now)[:12]}…; the file's: "
+            f"{state['sha256']['vocabulary'][:12]}…): the training data or the tokenizer changed, so the ids "
+            f"the model learnt now stand for other tokens. Rebuild it with {_rebuild(recipe.name)}")
+
+
+# ---- loading, comparing ------------------------------------------------------------------------------
 class Pretrained(NamedTuple):
     """A model loaded from a weights file, in ``eval`` mode on the CPU, with how it was made."""
 
@@ -277,55 +416,60 @@ class Pretrained(NamedTuple):
     built_with: dict  # torch version, CPU, threads, seconds
 
 
-def read(path: str) -> dict:
-    """The raw contents of a weights file, checked (format and keys)."""
-    return checked_torch_load(path, FORMAT, ("name", "model_class", "model_config", "state_dict", "metrics", "history"),
-                              "weights file", "create it with `python -m llmcourse.book.pretrained build NAME`",
-                              "Rebuild it with `python -m llmcourse.book.pretrained build NAME`.")
+def read(path: str, name: str | None = None) -> dict:
+    """The raw contents of a weights file, checked: its format, keys, field types, and that its tensors
+    and metadata match the digests stored with them. ``name`` (the recipe) only fills in the messages."""
+    state = checked_torch_load(path, FORMAT, ("state_dict", "sha256", *METADATA_FIELDS), "weights file",
+                               f"create it with {_rebuild(name)}", f"Rebuild it with {_rebuild(name)}.",
+                               outdated_hint=f"Rebuild it with {_rebuild(name)}.")
+    _check_fields(path, state, name)
+    _check_digests(path, state, name)
+    return state
 
 
 def load(name: str, path: str | None = None) -> Pretrained:
     """Load the shipped weights of recipe ``name`` (or the file at ``path`` built from it).
 
-    The stored model config must equal the one the recipe builds today (same vocabulary, same
-    sizes); otherwise the file is stale and must be rebuilt.
+    Besides what :func:`read` checks, the file must hold recipe ``name``, have been built with the
+    tokenizer vocabulary the recipe makes today, and store the model config the recipe builds today;
+    otherwise the file is stale and must be rebuilt.
     """
     recipe = _recipe(name)
     if path is None:
         check_integrity(name)
         path = weights_path(name)
-    state = read(path)
+    state = read(path, name)
     if state["name"] != name or state["model_class"] != recipe.model_class:
         raise CheckpointError(f"{path!r} holds {state['name']!r} ({state['model_class']}), not {name!r}")
+    _check_vocabulary(path, state, recipe)
     expected = asdict(recipe.config())
     if state["model_config"] != expected:
         diff = {k: (state["model_config"].get(k), v) for k, v in expected.items() if state["model_config"].get(k) != v}
         raise CheckpointError(f"{path!r} was built for another model config (stored, now): {diff}; "
-                              f"rebuild it with `python -m llmcourse.book.pretrained build {name}`")
-    model_cls = getattr(models, recipe.model_class)
-    config_cls = type(recipe.config())
-    model = model_cls(config_cls(**state["model_config"]))
+                              f"rebuild it with {_rebuild(name)}")
+    model = getattr(models, recipe.model_class)(type(recipe.config())(**state["model_config"]))
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"weights file {path!r} does not match {recipe.model_class}: {e}") from e
     model.eval()
-    return Pretrained(model, dict(state["metrics"]), state["history"], state.get("train_config", {}),
-                      state.get("built_with", {}))
+    return Pretrained(model, dict(state["metrics"]), state["history"], state["train_config"], state["built_with"])
 
 
-def compare(shipped: dict, rebuilt: dict) -> dict:
-    """How a rebuilt weights file compares with the shipped one: ``{"same_machine", "identical",
-    "metrics": {name: (shipped, rebuilt)}, "ok"}``. On the machine and torch that built the shipped
-    file the weights must be identical bit for bit; elsewhere the metrics must agree within 2 %."""
+def compare_rebuild(shipped: dict, rebuilt: dict) -> dict:
+    """How a rebuilt weights file compares with the shipped one (both as :func:`read` returns them):
+    ``{"same_machine", "same_vocabulary", "identical", "metrics": {name: (shipped, rebuilt)}, "ok"}``.
+    Both must come from the same tokenizer vocabulary. On the machine and torch that built the shipped
+    file the weights must then be identical bit for bit; elsewhere the metrics must agree within 2 %."""
     keys = ("torch", "machine", "cpu_capability", "cpu")  # a file without "cpu" counts as another machine
-    same_machine = all(shipped.get("built_with", {}).get(k) == rebuilt["built_with"][k] for k in keys)
+    same_machine = all(shipped["built_with"].get(k) == rebuilt["built_with"].get(k) for k in keys)
+    same_vocabulary = shipped["sha256"]["vocabulary"] == rebuilt["sha256"]["vocabulary"]
     a, b = shipped["state_dict"], rebuilt["state_dict"]
     identical = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     metrics = {k: (shipped["metrics"][k], rebuilt["metrics"].get(k, math.nan)) for k in shipped["metrics"]}
     close = all(math.isclose(s, r, rel_tol=METRIC_RTOL) for s, r in metrics.values())
-    return {"same_machine": same_machine, "identical": identical, "metrics": metrics,
-            "ok": identical if same_machine else close}
+    return {"same_machine": same_machine, "same_vocabulary": same_vocabulary, "identical": identical,
+            "metrics": metrics, "ok": same_vocabulary and (identical if same_machine else close)}
 
 
 # ---- the fast guard `make test` runs (the full rebuild is `make verify-weights`) ------------------------
@@ -363,11 +507,11 @@ def guard(name: str) -> dict:
 
 
 def verify(name: str) -> dict:
-    """Rebuild recipe ``name`` in a temporary folder and :func:`compare` it with the shipped file."""
-    shipped = read(weights_path(name))
+    """Rebuild recipe ``name`` in a temporary folder and :func:`compare_rebuild` it with the shipped file."""
+    shipped = read(weights_path(name), name)
     with tempfile.TemporaryDirectory() as tmp:
-        rebuilt = read(build(name, out_dir=tmp))
-    return compare(shipped, rebuilt)
+        rebuilt = read(build(name, out_dir=tmp), name)
+    return compare_rebuild(shipped, rebuilt)
 
 
 def main(argv=None) -> int:
@@ -384,12 +528,12 @@ def main(argv=None) -> int:
         if args.command == "list":
             built = ""
             if os.path.exists(weights_path(name)):
-                info = read(weights_path(name))
+                info = read(weights_path(name), name)
                 built = f" | built in {info['built_with'].get('seconds')} s, {info['metrics']}"
             print(f"{name} (chapter {recipe.chapter}): {recipe.description}{built}")
         elif args.command == "build":
             path = build(name)
-            print(f"{name}: wrote {path} {read(path)['metrics']}")
+            print(f"{name}: wrote {path} {read(path, name)['metrics']}")
         elif args.command == "guard":
             report = guard(name)
             print(f"{name}: {recipe.guard_metric} stored {report['metric'][0]:.6f}, re-measured "

@@ -2,6 +2,8 @@
 ``torch.load(weights_only=True)``, shared by training checkpoints and shipped weights."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 
@@ -34,10 +36,12 @@ class CheckpointError(ValueError):
 
 
 def checked_torch_load(path: str, fmt: str, required: tuple[str, ...], kind: str, missing_hint: str,
-                       corrupt_hint: str) -> dict:
+                       corrupt_hint: str, outdated_hint: str | None = None) -> dict:
     """``torch.load(path, weights_only=True)`` of a dict written by llmcourse, with clear errors: no file
     (``FileNotFoundError`` + ``missing_hint``), unreadable bytes (``CheckpointError`` + ``corrupt_hint``),
-    another ``format`` tag, or missing keys. ``kind`` names the file in the messages."""
+    another ``format`` tag, or missing keys. ``kind`` names the file in the messages. With
+    ``outdated_hint``, a file in another version of the same format (``name/1`` for ``name/2``) is
+    refused with that hint, as a file to rebuild rather than a foreign one."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no {kind} at {path!r}; {missing_hint}")
@@ -49,8 +53,34 @@ def checked_torch_load(path: str, fmt: str, required: tuple[str, ...], kind: str
                               f"llmcourse ({type(e).__name__}: {first_line}). {corrupt_hint}") from e
     if not isinstance(state, dict) or state.get("format") != fmt:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        if outdated_hint is not None and _same_format_family(found, fmt):
+            raise CheckpointError(f"{kind} {path!r} is in format {found}, which this code no longer reads "
+                                  f"(it reads {fmt}). {outdated_hint}")
         raise CheckpointError(f"{kind} {path!r} is not a {fmt} file (found {found!r})")
     missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(f"{kind} {path!r} lacks {missing}; it is incomplete")
     return state
+
+
+def _same_format_family(found, fmt: str) -> bool:
+    """Whether tag ``found`` is another version of ``fmt`` (``llmcourse.pretrained/1`` vs ``.../2``)."""
+    family = fmt.rpartition("/")[0]
+    return bool(family) and isinstance(found, str) and found.rpartition("/")[0] == family
+
+
+def tensor_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A SHA-256 of a dict of tensors that changes with any name, dtype, shape or bit of a value.
+
+    Canonical, so the same tensors hash the same whatever their dict order, device, strides or the
+    zip layout of the file they came from: the names in sorted order, and for each one a JSON line
+    ``[name, dtype, shape]`` followed by the raw bytes of its values in row-major order (the CPU's
+    byte order, little-endian on x86 and ARM). The line fixes how many bytes follow, so no two
+    different dicts feed the hash the same stream."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode() + b"\n")
+        # a flat view as bytes: works for every dtype numpy lacks (bfloat16) and for 0-d tensors
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
