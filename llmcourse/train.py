@@ -12,6 +12,11 @@ all randomness from it, and a checkpoint (which saves its state) resumes the dat
     history = train(model, LMBatcher(train_stream, 64, 32), cfg, val_batch=LMBatcher(val_stream, 64, 32))
     history["train_loss"], history["val_step"], history["val_loss"]
 
+Fail-safe: an update is applied only if the loss of every micro-batch and the gradient norm are finite;
+otherwise ``train`` raises ``FloatingPointError`` naming the step, and the weights and optimizer state
+stay those of the last good update. ``resume=True`` refuses a checkpoint written with another
+:class:`TrainConfig` unless the changed fields are named in ``allow_config_changes``.
+
 Data parallelism: run the same script under ``torchrun --nproc_per_node=N`` and ``train`` joins the
 process group (gloo on CPU, NCCL on GPUs), wraps the model in DistributedDataParallel, gives each
 process its slice of every batch (``batch_size`` is the global batch), records the global loss, and
@@ -25,22 +30,21 @@ initialisation), so train and validation curves share one x-axis.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.data.batching import IGNORE_INDEX, EvalWindows
 from llmcourse.core.checkpoint import CheckpointError, atomic_torch_save, checked_torch_load
+from llmcourse.core.checks import IGNORE_INDEX, check_finite, check_int, eval_mode, model_device
+from llmcourse.data.batching import EvalWindows
 
 CHECKPOINT_FORMAT = "llmcourse.train/1"
-PROGRESS_ENV = "LLMCOURSE_PROGRESS"  # "1" forces progress bars on, "0" off
 HISTORY_KEYS = ("step", "train_loss", "lr", "grad_norm", "val_step", "val_loss")
 
 
@@ -52,10 +56,11 @@ class TrainConfig:
     (the gradient norm is still recorded). ``batch_size``, when set, is checked against the batches
     ``get_batch`` returns (it is a micro-batch size: one optimizer step sees ``batch_size *
     grad_accum_steps`` examples). ``amp`` uses bfloat16 autocast on CUDA GPUs that support it and is
-    ignored elsewhere. ``progress=None`` shows a tqdm bar only in an interactive terminal (never in
-    notebooks or tests, where it would pollute stored outputs) unless ``$LLMCOURSE_PROGRESS=1``.
-    ``compile`` runs the forward and backward passes through ``torch.compile`` (slower to start,
-    faster per step on GPUs; the weights and checkpoints are the plain model's).
+    ignored elsewhere. ``progress``: ``True`` shows a tqdm bar, ``False`` never; ``None`` (the default)
+    shows one only in an interactive terminal, never in a Jupyter kernel or when output goes to a file
+    or pipe (see :func:`progress_enabled`). ``compile`` runs the forward and backward passes through
+    ``torch.compile`` (slower to start, faster per step on GPUs; the weights and checkpoints are the
+    plain model's).
     """
 
     max_steps: int = 1000
@@ -77,27 +82,15 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self):
-        def positive_int(name, allow_none=False, minimum=1):
-            value = getattr(self, name)
-            if value is None and allow_none:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"TrainConfig.{name} must be an int >= {minimum}, got {value!r}")
-
-        positive_int("max_steps")
-        positive_int("warmup_steps", minimum=0)
-        positive_int("eval_interval", allow_none=True)
-        positive_int("eval_steps")
-        positive_int("batch_size", allow_none=True)
-        positive_int("grad_accum_steps")
-        positive_int("checkpoint_interval", allow_none=True)
-        positive_int("seed", minimum=0)
-        for name in ("lr", "min_lr", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
-        if self.lr <= 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        for name, minimum in (("max_steps", 1), ("warmup_steps", 0), ("eval_steps", 1), ("grad_accum_steps", 1),
+                              ("seed", 0)):
+            setattr(self, name, check_int(f"TrainConfig.{name}", getattr(self, name), minimum))
+        for name in ("eval_interval", "batch_size", "checkpoint_interval"):  # None: never / not checked
+            if getattr(self, name) is not None:
+                setattr(self, name, check_int(f"TrainConfig.{name}", getattr(self, name), 1))
+        self.lr = check_finite("TrainConfig.lr", self.lr, 0.0, strict=True)
+        self.min_lr = check_finite("TrainConfig.min_lr", self.min_lr, 0.0)
+        self.weight_decay = check_finite("TrainConfig.weight_decay", self.weight_decay, 0.0)
         if self.min_lr > self.lr:
             raise ValueError(f"TrainConfig.min_lr ({self.min_lr}) must be <= lr ({self.lr})")
         if self.warmup_steps > self.max_steps:
@@ -106,14 +99,16 @@ class TrainConfig:
                 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas)):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
-        if self.grad_clip is not None and (not isinstance(self.grad_clip, (int, float)) or self.grad_clip <= 0):
-            raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
+        if self.grad_clip is not None:  # None, not inf, turns clipping off
+            self.grad_clip = check_finite("TrainConfig.grad_clip", self.grad_clip, 0.0, strict=True)
         if self.checkpoint_interval is not None and self.checkpoint_path is None:
             raise ValueError("TrainConfig.checkpoint_interval is set but checkpoint_path is None; say where to save")
         if self.checkpoint_path is not None:
             self.checkpoint_path = os.fspath(self.checkpoint_path)
-        if not isinstance(self.compile, bool):
-            raise TypeError(f"TrainConfig.compile must be a bool, got {type(self.compile).__name__}")
+        for name, allowed in (("amp", (bool,)), ("compile", (bool,)), ("progress", (bool, type(None)))):
+            if not isinstance(getattr(self, name), allowed):
+                raise TypeError(f"TrainConfig.{name} must be a bool{' or None' if len(allowed) > 1 else ''}, "
+                                f"got {type(getattr(self, name)).__name__}")
 
 
 # ---- learning rate and optimizer ------------------------------------------------------------------
@@ -136,9 +131,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: weight decay on matrices (>= 2-D: linear weights, embeddings), none on
-    vectors (biases, LayerNorm gains and shifts), which set offsets and scales rather than store
-    patterns, so shrinking them towards 0 only hurts."""
+    """The package's one weight-decay rule, as two AdamW groups: decay on matrices (>= 2-D: linear
+    weights and embeddings), none on vectors (biases, LayerNorm gains and shifts), which set offsets and
+    scales rather than store patterns, so shrinking them towards 0 only hurts. A tied matrix appears
+    once (``model.parameters()`` lists each tensor once)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     if not decay and not no_decay:
@@ -147,19 +143,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """The model's own ``configure_optimizers`` if it has one (called with whichever of ``weight_decay``,
-    ``learning_rate``/``lr``, ``betas``, ``device_type``/``device`` it accepts), else AdamW on
-    :func:`param_groups`, fused on CUDA."""
-    configure = getattr(model, "configure_optimizers", None)
-    if callable(configure):
-        offered = {"weight_decay": cfg.weight_decay, "learning_rate": cfg.lr, "lr": cfg.lr, "betas": cfg.betas,
-                   "device_type": device.type, "device": device}
-        params = inspect.signature(configure).parameters
-        optimizer = configure(**{k: v for k, v in offered.items() if k in params})
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"model.configure_optimizers returned {type(optimizer).__name__}, not a torch optimizer")
-        return optimizer
-    fused = {"fused": True} if device.type == "cuda" else {}
+    """AdamW with ``cfg``'s lr and betas on :func:`param_groups`; fused on CUDA (one kernel for the whole
+    update instead of several per tensor)."""
+    fused = {"fused": True} if torch.device(device).type == "cuda" else {}
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, **fused)
 
 
@@ -175,6 +161,12 @@ def _to_device(batch, device: torch.device):
 def _batch_rows(batch) -> int:
     first = next(v for v in (batch.values() if isinstance(batch, dict) else batch) if isinstance(v, torch.Tensor))
     return first.shape[0]
+
+
+def _targets_of(batch) -> torch.Tensor | None:
+    """The target ids of a batch, where they can be told: ``y`` of ``(x, y)``, or ``labels``/``targets``."""
+    y = batch[1] if isinstance(batch, tuple) else batch.get("labels", batch.get("targets"))
+    return y if isinstance(y, torch.Tensor) and not y.is_floating_point() else None
 
 
 def _call_model(model: nn.Module, batch):
@@ -213,56 +205,49 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _want_progress(setting: bool | None) -> bool:
-    """Progress bars only where a person watches: forced by ``setting`` or ``$LLMCOURSE_PROGRESS``,
-    else only when both stdout and stderr are terminals (false in Jupyter kernels and under pytest)."""
+# ---- progress bars --------------------------------------------------------------------------------
+def progress_enabled(setting: bool | None) -> bool:
+    """Whether :func:`train` shows a progress bar: ``True`` or ``False`` decide; ``None`` (the default)
+    means "only for a person watching a terminal" (:func:`_interactive_terminal`). The book's notebooks
+    leave it ``None``, so an executed notebook's stored outputs never contain a bar."""
     if setting is not None:
         return bool(setting)
-    env = os.environ.get(PROGRESS_ENV)
-    if env is not None:
-        return env.strip().lower() in ("1", "true", "yes", "on")
-    if "PYTEST_CURRENT_TEST" in os.environ:
+    return _interactive_terminal()
+
+
+def _interactive_terminal() -> bool:
+    """True when stdout and stderr are both terminals and the code is not running in a Jupyter kernel
+    (whose outputs are stored in the notebook; its streams are not terminals either, but a kernel may
+    be started with a terminal attached)."""
+    if "ipykernel" in sys.modules:
         return False
     try:
         return sys.stdout.isatty() and sys.stderr.isatty()
-    except (AttributeError, ValueError):
+    except (AttributeError, ValueError):  # a stream replaced by an object without isatty, or closed
         return False
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 # ---- evaluation -----------------------------------------------------------------------------------
-@torch.no_grad()
 def estimate_loss(model: nn.Module, get_batch: Callable, steps: int, seed: int = 1, device=None) -> float:
     """Mean loss over ``steps`` batches from ``get_batch(i, generator)`` with a generator seeded by
-    ``seed``: the same batches at every call, so successive evaluations are comparable."""
-    device = torch.device(device) if device is not None else _model_device(model)
+    ``seed``: the same batches at every call, so successive evaluations are comparable. Runs in eval
+    mode without gradients and restores the model's mode afterwards (also when it raises)."""
+    device = torch.device(device) if device is not None else model_device(model)
     generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         total = torch.zeros((), device=device)
         for i in range(steps):
             total += _loss_of(_call_model(model, _to_device(get_batch(i, generator), device))).float()
         return float(total) / steps
-    finally:
-        model.train(was_training)
 
 
-@torch.no_grad()
 def evaluate_lm(model: nn.Module, windows: EvalWindows, batch_size: int = 32, device=None) -> float:
     """Exact mean negative log-likelihood (nats per token) over the counted targets of ``windows``
     (from :func:`llmcourse.data.batching.eval_windows`); ``math.exp`` of it is the perplexity."""
     if not isinstance(windows, EvalWindows):
         raise TypeError(f"windows must come from llmcourse.data.batching.eval_windows, got {type(windows).__name__}")
-    device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    device = torch.device(device) if device is not None else model_device(model)
+    with eval_mode(model):
         total = 0.0  # a Python float (double precision) on the host: MPS has no float64
         for x, y in windows.batches(batch_size):
             x, y = x.to(device), y.to(device)
@@ -275,8 +260,6 @@ def evaluate_lm(model: nn.Module, windows: EvalWindows, batch_size: int = 32, de
                                   ignore_index=IGNORE_INDEX, reduction="sum")
             total += float(nll)
         return total / windows.num_targets
-    finally:
-        model.train(was_training)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------
@@ -284,7 +267,8 @@ def save_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimize
                     history: dict, generator: torch.Generator, config: TrainConfig | None = None) -> None:
     """Write a checkpoint atomically: to a temporary file in the same folder, then ``os.replace``, so a
     crash mid-write leaves the previous checkpoint intact. Everything is tensors and plain Python
-    values, so ``torch.load(path, weights_only=True)`` (no arbitrary code) can read it."""
+    values, so ``torch.load(path, weights_only=True)`` (no arbitrary code) can read it. ``train(...,
+    resume=True)`` compares ``config`` with its own and refuses a checkpoint saved without one."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": int(step),
@@ -305,6 +289,57 @@ def load_checkpoint(path: str) -> dict:
     """Read and check a checkpoint written by :func:`save_checkpoint` (tensors on the CPU)."""
     return checked_torch_load(path, CHECKPOINT_FORMAT, ("step", "model", "optimizer", "history", "rng"), "checkpoint",
                               "train without resume=True to start one", "Delete it to start afresh.")
+
+
+# Fields a resumed run may change without naming them: they decide only where and how often checkpoints
+# are written and whether a bar is drawn, never a number of the run (and a checkpoint copied or moved to
+# another file must still resume). Every other field changes the updates or the recorded history —
+# eval_interval too: an eval_fn may draw from the global generator that dropout also draws from.
+RESUME_IGNORES = ("checkpoint_path", "checkpoint_interval", "progress")
+
+
+def _config_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
+    """``{field: (saved value, new value)}`` for the fields of ``cfg`` that differ from the config saved
+    in a checkpoint (``"(not recorded)"`` for a field the checkpoint lacks), :data:`RESUME_IGNORES` aside."""
+    changes = {}
+    for f in fields(TrainConfig):
+        if f.name in RESUME_IGNORES:
+            continue
+        old, new = saved.get(f.name, "(not recorded)"), getattr(cfg, f.name)
+        old = tuple(old) if isinstance(old, list) else old  # betas: a list in a hand-written checkpoint
+        if old != new:
+            changes[f.name] = (old, new)
+    return changes
+
+
+def _check_config(path: str, state: dict, cfg: TrainConfig, allowed: frozenset[str]) -> None:
+    saved = state.get("config")
+    if not isinstance(saved, dict) or not saved:
+        raise CheckpointError(f"checkpoint {path!r} records no TrainConfig, so resuming cannot check that it "
+                              "continues the same run; write it with save_checkpoint(..., config=cfg)")
+    refused = {k: v for k, v in _config_changes(saved, cfg).items() if k not in allowed}
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise CheckpointError(
+            f"checkpoint {path!r} was written by a run with another TrainConfig ({listed}). Resume with the "
+            f"saved values, or name the fields you mean to change: "
+            f"train(..., resume=True, allow_config_changes={tuple(refused)!r})")
+
+
+def _check_rng(path: str, rng, generator: torch.Generator) -> None:
+    """The random-number states must all be there and have the right size before anything is restored."""
+    if not isinstance(rng, dict):
+        raise CheckpointError(f"checkpoint {path!r}: 'rng' must be a dict of generator states, "
+                              f"got {type(rng).__name__}")
+    for key, reference in (("torch_cpu", torch.get_rng_state()), ("batch_generator", generator.get_state())):
+        if key not in rng:
+            raise CheckpointError(f"checkpoint {path!r} lacks the random-number state rng[{key!r}] (it was edited or "
+                                  "is incomplete), so the run cannot resume exactly")
+        value = rng[key]
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or value.shape != reference.shape:
+            found = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"checkpoint {path!r}: rng[{key!r}] must be a torch.uint8 tensor of shape "
+                                  f"{tuple(reference.shape)}, got {found}")
 
 
 def _restore(path, state, model, optimizer, generator) -> None:
@@ -361,24 +396,227 @@ def _local_device(device: torch.device, world: int) -> torch.device:
     return device
 
 
-# ---- the loop -------------------------------------------------------------------------------------
-def _empty_history() -> dict[str, list]:
-    return {k: [] for k in HISTORY_KEYS}
+# ---- the loop, piece by piece ---------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What one call of :func:`train` works with, made by :func:`_set_up`."""
+
+    cfg: TrainConfig
+    model: nn.Module  # the plain model: it holds the weights that checkpoints save and callers keep
+    net: nn.Module  # what forward and backward go through: the model, wrapped by DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # draws every training batch; saved in checkpoints, so resume sees the same data
+    device: torch.device
+    rank: int
+    world: int
+    params: list  # the trainable parameters, whose gradient norm is clipped and recorded
+    amp: contextlib.AbstractContextManager
 
 
-def _save(rank, world, cfg, model, optimizer, step, history, generator) -> None:
-    """Rank 0 writes (all ranks hold the same state); the others wait until the file is complete."""
-    if rank == 0:
-        save_checkpoint(cfg.checkpoint_path, model, optimizer, step, history, generator, cfg)
+def _check_arguments(model, get_batch, cfg, resume: bool, stop_at) -> int:
+    """The update count this call stops at."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(get_batch):
+        raise TypeError("get_batch must be a function get_batch(i, generator) -> (x, y) or a dict of tensors")
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
+    end = cfg.max_steps if stop_at is None else stop_at
+    if isinstance(end, bool) or not isinstance(end, int) or not 1 <= end <= cfg.max_steps:
+        raise ValueError(f"stop_at must be an int in [1, max_steps={cfg.max_steps}], got {stop_at!r}")
+    if resume and cfg.checkpoint_path is None:
+        raise ValueError("resume=True needs TrainConfig.checkpoint_path")
+    return end
+
+
+def _allowed_changes(allow_config_changes, resume: bool) -> frozenset[str]:
+    """The TrainConfig fields a resumed run may change: ``"max_steps"`` or ``("lr", "max_steps")``."""
+    names = (allow_config_changes,) if isinstance(allow_config_changes, str) else allow_config_changes
+    names = tuple(names) if isinstance(names, Iterable) else (names,)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError(f"allow_config_changes must be field names of TrainConfig, e.g. ('max_steps',); "
+                        f"got {allow_config_changes!r}")
+    allowed = frozenset(names)
+    unknown = sorted(allowed - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"allow_config_changes names {unknown}, which are not TrainConfig fields")
+    if allowed and not resume:
+        raise ValueError("allow_config_changes only applies when resuming: pass resume=True as well")
+    return allowed
+
+
+def _set_up(model: nn.Module, cfg: TrainConfig, device) -> _Run:
+    """Place the model, join the process group under torchrun, wrap the model for DDP and compile, and
+    make the optimizer and the batch generator (none of it draws from a random generator)."""
+    device = torch.device(device) if device is not None else model_device(model)
+    rank, world = _distributed(device)
+    device = _local_device(device, world)
+    model.to(device)
+    # Under torchrun, forward/backward go through DistributedDataParallel, which averages the
+    # gradients of all processes during backward (and copies rank 0's initial weights to all).
+    net = model
     if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return _Run(cfg=cfg, model=model, net=net, optimizer=make_optimizer(model, cfg, device),
+                generator=torch.Generator().manual_seed(cfg.seed), device=device, rank=rank, world=world,
+                params=[p for p in model.parameters() if p.requires_grad], amp=_autocast(cfg, device))
+
+
+def _resume(run: _Run, allowed: frozenset[str], end: int) -> tuple[int, dict[str, list]]:
+    """Load ``cfg.checkpoint_path`` into the run (model, optimizer, RNGs) after checking, before anything
+    is changed, that it continues this run; returns the step to continue from and the history so far."""
+    path = run.cfg.checkpoint_path
+    state = load_checkpoint(path)
+    _check_config(path, state, run.cfg, allowed)
+    _check_rng(path, state["rng"], run.generator)
+    start = int(state["step"])
+    if start > end:
+        raise ValueError(f"checkpoint {path!r} is at update {start}, past the {end} this call should stop at")
+    _restore(path, state, run.model, run.optimizer, run.generator)
+    return start, {k: list(v) for k, v in state["history"].items()}
+
+
+def _save(run: _Run, step: int, history: dict) -> None:
+    """Rank 0 writes (all ranks hold the same state); the others wait until the file is complete."""
+    if run.rank == 0:
+        save_checkpoint(run.cfg.checkpoint_path, run.model, run.optimizer, step, history, run.generator, run.cfg)
+    if run.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
 
 
+def _evaluate(run: _Run, step: int, history: dict, eval_fn: Callable | None, val_batch: Callable | None) -> None:
+    """Record the validation numbers at update count ``step``, once (a resumed run may arrive at a step
+    that was already evaluated)."""
+    if history["val_step"] and history["val_step"][-1] == step:
+        return
+    results: dict[str, float] = {}
+    if val_batch is not None:
+        results["val_loss"] = estimate_loss(run.model, val_batch, run.cfg.eval_steps, seed=run.cfg.seed + 1,
+                                            device=run.device)
+    if eval_fn is not None:
+        with eval_mode(run.model):  # back in training mode afterwards, also if eval_fn raises
+            out = eval_fn(run.model)
+        if isinstance(out, dict):
+            extra = {str(key): float(v) for key, v in out.items()}
+        elif val_batch is None:
+            extra = {"val_loss": float(out)}
+        else:
+            raise TypeError("with both val_batch and eval_fn, eval_fn must return a dict of named values")
+        if set(extra) & set(results) or "val_step" in extra:
+            raise ValueError(f"eval_fn returned keys {sorted(extra)} that clash with {sorted(results)} or 'val_step'")
+        results.update(extra)
+    history["val_step"].append(step)
+    for key, value in results.items():
+        history.setdefault(key, []).append(value)
+
+
+def _next_batch(run: _Run, get_batch: Callable, i: int):
+    """Micro-batch ``i``: drawn from the run's generator, checked, this process's share, on the device."""
+    batch = get_batch(i, run.generator)
+    if run.cfg.batch_size is not None and _batch_rows(batch) != run.cfg.batch_size:
+        raise ValueError(f"get_batch returned {_batch_rows(batch)} rows but config.batch_size is {run.cfg.batch_size}")
+    return _to_device(_shard(batch, run.rank, run.world) if run.world > 1 else batch, run.device)
+
+
+def _forward_backward(run: _Run, batch, micro: int) -> torch.Tensor:
+    """The loss of one micro-batch (detached); its gradient, divided by ``grad_accum_steps``, is added to
+    ``.grad``: the mean of k equal-sized micro-batch means is the mean over one k-times-larger batch."""
+    k = run.cfg.grad_accum_steps
+    # Processes synchronise gradients only on the last micro-batch of an update.
+    sync = contextlib.nullcontext() if run.world == 1 or micro == k - 1 else run.net.no_sync()
+    with sync, run.amp:
+        loss = _loss_of(_call_model(run.net, batch))
+        (loss / k).backward()
+    return loss.detach()
+
+
+def _train_step(run: _Run, get_batch: Callable, step: int) -> tuple[float, float, float]:
+    """Update number ``step``: ``(lr, train_loss, grad_norm)``. The update is applied only if every
+    micro-batch's loss and the gradient norm are finite; otherwise the gradients are dropped and
+    ``FloatingPointError`` (or "no target in this batch") is raised with the weights and optimizer state
+    untouched (under torchrun on every process: all see the same all-reduced loss)."""
+    lr = lr_at(step, run.cfg)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    k = run.cfg.grad_accum_steps
+    total, losses, batches = torch.zeros((), device=run.device), [], []
+    for micro in range(k):
+        batch = _next_batch(run, get_batch, step * k + micro)
+        losses.append(_forward_backward(run, batch, micro))
+        batches.append(batch)
+        total += losses[-1].float()
+    if run.world > 1:  # the history records the loss of the whole (global) batch, the same on every rank
+        import torch.distributed as dist
+
+        dist.all_reduce(total)
+        total /= run.world
+    # Checked after backward, not before: reading the loss is a host synchronisation on a GPU, so once per
+    # update; and under torchrun a process that stopped before backward would leave the others waiting in
+    # its all-reduce. Nothing is lost: the weights and moments change only in optimizer.step() below.
+    train_loss = float(total) / k
+    if not math.isfinite(train_loss):
+        run.optimizer.zero_grad(set_to_none=True)
+        raise _non_finite_loss(step, train_loss, losses, batches)
+    max_norm = run.cfg.grad_clip if run.cfg.grad_clip is not None else float("inf")  # inf: measure only
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(run.params, max_norm))
+    if not math.isfinite(grad_norm):
+        run.optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(f"the gradient norm became {grad_norm} at step {step} although the loss, "
+                                 f"{train_loss}, is finite; {_state_kept(step)}. Look in the model for an operation "
+                                 "with an infinite derivative (log or sqrt at 0, division by ~0)")
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return lr, train_loss, grad_norm
+
+
+def _state_kept(step: int) -> str:
+    return ("the weights and optimizer state are left as they were " +
+            (f"after step {step - 1}" if step > 0 else "before the first update"))
+
+
+def _non_finite_loss(step: int, train_loss: float, losses: list, batches: list) -> Exception:
+    """The error for a step whose loss is not finite: which micro-batch, and whether it had no target at
+    all (a mean over zero targets is 0/0; models check that only on the CPU), which lr cannot fix."""
+    k = len(losses)
+    bad = next((i for i, loss in enumerate(losses) if not math.isfinite(float(loss))), None)
+    where = f"step {step}" + (f", micro-batch {bad} of {k}" if k > 1 and bad is not None else "")
+    if bad is None:  # finite here: under torchrun another process had the bad batch
+        where += " (on another process)"
+    else:
+        y = _targets_of(batches[bad])
+        if y is not None and y.numel() and not bool((y != IGNORE_INDEX).any()):
+            return ValueError(f"no target in this batch: every target of {where} is IGNORE_INDEX ({IGNORE_INDEX}), "
+                              "so its mean loss is 0/0; drop such batches or check the masking")
+        train_loss = float(losses[bad])
+    return FloatingPointError(f"training loss became {train_loss} at {where}; {_state_kept(step)}. "
+                              "Try a lower lr or grad_clip")
+
+
+def _progress_bar(run: _Run, start: int, end: int):
+    if run.rank != 0 or not progress_enabled(run.cfg.progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=end, initial=start, desc="train", dynamic_ncols=True)
+
+
+def _record(history: dict, step: int, lr: float, train_loss: float, grad_norm: float) -> None:
+    history["step"].append(step)
+    history["train_loss"].append(train_loss)
+    history["lr"].append(lr)
+    history["grad_norm"].append(grad_norm)
+
+
+# ---- the loop -------------------------------------------------------------------------------------
 def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: Callable | None = None,
           device=None, *, val_batch: Callable | None = None, resume: bool = False,
-          stop_at: int | None = None) -> dict[str, list]:
+          stop_at: int | None = None, allow_config_changes: Iterable[str] = ()) -> dict[str, list]:
     """Train ``model`` in place and return its history (a dict of lists, for plots).
 
     Args:
@@ -392,127 +630,39 @@ def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: C
         val_batch: a ``get_batch`` for validation data: ``val_loss`` is the mean over ``eval_steps``
             batches from a generator seeded ``seed + 1`` (the same batches every time).
         resume: continue from ``config.checkpoint_path`` exactly (model, optimizer, step, history, RNGs).
+            The checkpoint's TrainConfig must equal ``config`` (:data:`RESUME_IGNORES` aside).
         stop_at: stop after this many updates as if interrupted (the schedule still follows ``max_steps``).
+        allow_config_changes: with ``resume``, the TrainConfig fields that may differ from the checkpoint's,
+            e.g. ``("max_steps",)`` to extend a finished run (the cosine schedule then follows the new
+            ``max_steps`` from the saved step on).
 
     History keys: ``step``, ``train_loss``, ``lr``, ``grad_norm`` (one entry per update) and
     ``val_step``, ``val_loss`` (plus any ``eval_fn`` dict keys), one entry per evaluation.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(get_batch):
-        raise TypeError("get_batch must be a function get_batch(i, generator) -> (x, y) or a dict of tensors")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     cfg = config
-    end = cfg.max_steps if stop_at is None else stop_at
-    if isinstance(end, bool) or not isinstance(end, int) or not 1 <= end <= cfg.max_steps:
-        raise ValueError(f"stop_at must be an int in [1, max_steps={cfg.max_steps}], got {stop_at!r}")
-    if resume and cfg.checkpoint_path is None:
-        raise ValueError("resume=True needs TrainConfig.checkpoint_path")
-    device = torch.device(device) if device is not None else _model_device(model)
-    rank, world = _distributed(device)
-    device = _local_device(device, world)
-    model.to(device)
-    # Under torchrun, forward/backward go through DistributedDataParallel, which averages the
-    # gradients of all processes during backward (and copies rank 0's initial weights to all).
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
-
-    optimizer = make_optimizer(model, cfg, device)
-    generator = torch.Generator().manual_seed(cfg.seed)  # the data order: saved in checkpoints
-    history = _empty_history()
-    start = 0
-    if resume:
-        state = load_checkpoint(cfg.checkpoint_path)
-        _restore(cfg.checkpoint_path, state, model, optimizer, generator)
-        start, history = int(state["step"]), {k: list(v) for k, v in state["history"].items()}
-    can_eval = eval_fn is not None or val_batch is not None
-    amp = _autocast(cfg, device)
-    k = cfg.grad_accum_steps
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def evaluate(step: int) -> None:
-        if not can_eval or (history["val_step"] and history["val_step"][-1] == step):
-            return
-        results: dict[str, float] = {}
-        if val_batch is not None:
-            results["val_loss"] = estimate_loss(model, val_batch, cfg.eval_steps, seed=cfg.seed + 1, device=device)
-        if eval_fn is not None:
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
-                out = eval_fn(model)
-            model.train(was_training)
-            if isinstance(out, dict):
-                extra = {str(key): float(v) for key, v in out.items()}
-            elif val_batch is None:
-                extra = {"val_loss": float(out)}
-            else:
-                raise TypeError("with both val_batch and eval_fn, eval_fn must return a dict of named values")
-            if set(extra) & set(results) or "val_step" in extra:
-                raise ValueError(f"eval_fn returned keys {sorted(extra)} that clash with {sorted(results)} or 'val_step'")
-            results.update(extra)
-        history["val_step"].append(step)
-        for key, value in results.items():
-            history.setdefault(key, []).append(value)
-
-    bar = None
-    if rank == 0 and _want_progress(cfg.progress):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=end, initial=start, desc="train", dynamic_ncols=True)
+    end = _check_arguments(model, get_batch, cfg, resume, stop_at)
+    allowed = _allowed_changes(allow_config_changes, resume)
+    run = _set_up(model, cfg, device)
+    start, history = _resume(run, allowed, end) if resume else (0, {k: [] for k in HISTORY_KEYS})
+    evaluates = eval_fn is not None or val_batch is not None
+    bar = _progress_bar(run, start, end)
     model.train()
     try:
         for step in range(start, end):
-            if cfg.eval_interval is not None and step % cfg.eval_interval == 0:
-                evaluate(step)
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            total = torch.zeros((), device=device)
-            for micro in range(k):
-                batch = get_batch(step * k + micro, generator)
-                if cfg.batch_size is not None and _batch_rows(batch) != cfg.batch_size:
-                    raise ValueError(f"get_batch returned {_batch_rows(batch)} rows but config.batch_size is {cfg.batch_size}")
-                batch = _to_device(_shard(batch, rank, world) if world > 1 else batch, device)
-                # Processes synchronise gradients only on the last micro-batch of an update.
-                sync = contextlib.nullcontext() if world == 1 or micro == k - 1 else net.no_sync()
-                with sync, amp:
-                    loss = _loss_of(_call_model(net, batch))
-                    # mean of the k micro-batch means = the mean over one k-times-larger batch (equal sizes)
-                    (loss / k).backward()
-                total += loss.detach().float()
-            if world > 1:  # the history records the loss of the whole (global) batch, the same on every rank
-                import torch.distributed as dist
-
-                dist.all_reduce(total)
-                total /= world
-            max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")  # inf: measure only
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            train_loss = float(total) / k
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"training loss became {train_loss} at step {step}; try a lower lr or grad_clip")
-            history["step"].append(step)
-            history["train_loss"].append(train_loss)
-            history["lr"].append(lr)
-            history["grad_norm"].append(float(grad_norm))
-            done = step + 1
+            if evaluates and cfg.eval_interval is not None and step % cfg.eval_interval == 0:
+                _evaluate(run, step, history, eval_fn, val_batch)
+            lr, train_loss, grad_norm = _train_step(run, get_batch, step)
+            _record(history, step, lr, train_loss, grad_norm)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{train_loss:.4f}")
+            done = step + 1
             if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done < end:
-                _save(rank, world, cfg, model, optimizer, done, history, generator)
-        if end == cfg.max_steps:
-            evaluate(end)
+                _save(run, done, history)
+        if evaluates and end == cfg.max_steps:
+            _evaluate(run, end, history, eval_fn, val_batch)
         if cfg.checkpoint_path is not None and start < end:
-            _save(rank, world, cfg, model, optimizer, end, history, generator)
+            _save(run, end, history)
     finally:
         if bar is not None:
             bar.close()
@@ -520,6 +670,6 @@ def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: C
 
 
 __all__ = [
-    "CheckpointError", "TrainConfig", "estimate_loss", "evaluate_lm", "load_checkpoint", "lr_at",
-    "make_optimizer", "param_groups", "save_checkpoint", "train",
+    "RESUME_IGNORES", "CheckpointError", "TrainConfig", "estimate_loss", "evaluate_lm", "load_checkpoint", "lr_at",
+    "make_optimizer", "param_groups", "progress_enabled", "save_checkpoint", "train",
 ]

@@ -331,6 +331,10 @@ def test_loop_input_errors():
         SelfFeedbackConfig(iterations=0)
     with pytest.raises(ValueError, match="lr"):
         SelfFeedbackConfig(lr=0)
+    with pytest.raises(TypeError, match="steps_per_iteration must be an int"):
+        SelfFeedbackConfig(steps_per_iteration=2.5)  # refused, not truncated
+    with pytest.raises(ValueError, match="grad_clip"):
+        SelfFeedbackConfig(grad_clip=float("inf"))
 
 
 # ---------------------------------------------------------------- filtered self-training
@@ -381,3 +385,27 @@ def test_filtered_config_errors():
         FilteredConfig(temperature=0.0)
     with pytest.raises(TypeError, match="FilteredConfig"):
         filtered_self_training(tiny_gpt(), [[1]], lambda p, c: True, SelfFeedbackConfig())
+
+
+def test_an_eval_fn_that_raises_leaves_the_model_in_its_mode():
+    """Both loops evaluate in eval mode without gradients and restore the mode even when eval_fn fails."""
+    stream = torch.arange(200) % 10
+    seen = []
+
+    def failing(m):
+        seen.append((m.training, torch.is_grad_enabled()))
+        raise RuntimeError("evaluation failed")
+
+    model = tiny_gpt().train()
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        self_feedback(model, stream, [[1, 2]], SelfFeedbackConfig(lam=1.0, iterations=1, steps_per_iteration=1),
+                      eval_fn=failing)
+    assert model.training and seen == [(False, False)]
+    prompts, verifier = copy_task()
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        filtered_self_training(model, prompts, verifier, FilteredConfig(rounds=1, k=1), eval_fn=failing)
+    assert model.training
+    model.eval()
+    with pytest.raises(RuntimeError):
+        self_feedback(model, stream, [[1, 2]], SelfFeedbackConfig(lam=1.0, iterations=1), eval_fn=failing)
+    assert not model.training  # an eval-mode model stays in eval mode

@@ -1,18 +1,25 @@
-"""Tests for llmcourse.train: schedule, optimizer groups, accumulation, clipping, checkpoints, exact resume."""
+"""Tests for llmcourse.train: schedule, optimizer groups, the loop against a torch.optim loop written out,
+accumulation, clipping, no update on a non-finite loss, checkpoints, exact resume and its config check,
+evaluation mode, progress bars."""
+import io
 import math
 import os
+import sys
+import types
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import llmcourse.train as train_module
+from llmcourse.core.checks import IGNORE_INDEX
 from llmcourse.data.batching import LMBatcher, eval_windows
 from llmcourse.models.lstm_lm import LSTMLM
 from llmcourse.models.mlp_lm import MLPLM
 from llmcourse.train import (
-    CheckpointError, TrainConfig, _want_progress, estimate_loss, evaluate_lm, load_checkpoint, lr_at,
-    make_optimizer, param_groups, save_checkpoint, train,
+    RESUME_IGNORES, CheckpointError, TrainConfig, estimate_loss, evaluate_lm, load_checkpoint, lr_at,
+    make_optimizer, param_groups, progress_enabled, save_checkpoint, train,
 )
 
 V = 20
@@ -74,6 +81,12 @@ def test_config_errors():
         train(small_lstm(), LMBatcher(STREAM, 8, 4), cfg(), resume=True)
     with pytest.raises(TypeError, match="TrainConfig"):
         train(small_lstm(), LMBatcher(STREAM, 8, 4), {"max_steps": 3})
+    with pytest.raises(TypeError, match="max_steps must be an int"):
+        TrainConfig(max_steps=10.0)  # a float step count is refused, not truncated
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainConfig(grad_clip=0.0)
+    with pytest.raises(TypeError, match="progress must be a bool or None"):
+        TrainConfig(progress="yes")
 
 
 # ---- optimizer ------------------------------------------------------------------------------------
@@ -124,31 +137,65 @@ def test_weight_decay_leaves_biases_alone():
         assert moved == (p.dim() >= 2), name
 
 
-class Recording(WithNorm):
-    """A model with its own configure_optimizers (nanoGPT signature) returning plain SGD."""
-
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        self.got = dict(weight_decay=weight_decay, learning_rate=learning_rate, betas=betas, device_type=device_type)
-        return torch.optim.SGD(self.parameters(), lr=learning_rate)
-
-
-def test_model_configure_optimizers_and_gradient_clipping():
-    torch.manual_seed(0)
-    model = Recording()
-    start = [p.detach().clone() for p in model.parameters()]
-    # reference gradient norm of the first batch, computed by hand on a copy of the model
+def test_gradient_clipping_caps_the_update_and_the_norm_is_recorded_before_clipping():
+    """Adam's first update is lr * g / (|g| + eps) per entry: about lr * sign(g) for ordinary gradients,
+    but at most lr / 11 once the whole gradient is clipped to norm 1e-9 (each |g| <= 1e-9 < eps = 1e-8)."""
     x, y = LMBatcher(STREAM, 8, 4)(0, torch.Generator().manual_seed(0))
-    ref = Recording()
-    ref.load_state_dict(model.state_dict())
+    torch.manual_seed(0)
+    ref = WithNorm()
     ref(x, y)[1].backward()
     ref_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in ref.parameters()]))
 
-    c = cfg(max_steps=1, lr=0.5, min_lr=0.5, warmup_steps=0, grad_clip=0.01, eval_interval=None, weight_decay=0.2)
-    h = train(model, LMBatcher(STREAM, 8, 4), c)
-    assert model.got == dict(weight_decay=0.2, learning_rate=0.5, betas=(0.9, 0.95), device_type="cpu")
-    assert h["grad_norm"][0] == pytest.approx(float(ref_norm), rel=1e-5)  # recorded before clipping
-    step = torch.linalg.vector_norm(torch.cat([(p.detach() - s).flatten() for p, s in zip(model.parameters(), start)]))
-    assert float(step) == pytest.approx(0.5 * 0.01, rel=1e-3)  # SGD step = lr * clipped norm
+    def largest_move(grad_clip):
+        torch.manual_seed(0)
+        model = WithNorm()
+        start = [p.detach().clone() for p in model.parameters()]
+        c = cfg(max_steps=1, lr=0.5, min_lr=0.5, warmup_steps=0, weight_decay=0.0, grad_clip=grad_clip,
+                eval_interval=None)
+        h = train(model, LMBatcher(STREAM, 8, 4), c)
+        assert h["grad_norm"][0] == pytest.approx(float(ref_norm), rel=1e-5)  # recorded before clipping
+        return max(float((p.detach() - s).abs().max()) for p, s in zip(model.parameters(), start))
+
+    assert largest_move(None) > 0.4  # ~ lr
+    assert largest_move(1e-9) < 0.5 / 10
+
+
+def reference_loop(model, get_batch, c):
+    """What train should do (one micro-batch per update, on the CPU), written with torch.optim alone."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": matrices, "weight_decay": c.weight_decay},
+                             {"params": vectors, "weight_decay": 0.0}], lr=c.lr, betas=c.betas)
+    generator = torch.Generator().manual_seed(c.seed)
+    losses, norms = [], []
+    model.train()
+    for step in range(c.max_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, c)
+        batch = get_batch(step, generator)
+        out = model(**batch) if isinstance(batch, dict) else model(*batch)
+        loss = out["loss"] if isinstance(out, dict) else out[1]
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))))
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses, norms
+
+
+@pytest.mark.parametrize("grad_clip", [None, 0.05])
+def test_train_is_the_torch_optim_loop_step_by_step(grad_clip):
+    """Every loss, gradient norm and final weight equals a plain AdamW loop's, bit for bit: warm-up,
+    cosine decay, decay only on matrices, clipping (active at 0.05: the norms are larger), data order."""
+    c = cfg(max_steps=12, lr=3e-2, min_lr=3e-3, warmup_steps=3, weight_decay=0.1, grad_clip=grad_clip,
+            eval_interval=None, seed=4)
+    mine, ref = small_lstm(seed=1, dropout=0.0), small_lstm(seed=1, dropout=0.0)
+    h = train(mine, LMBatcher(STREAM, 8, 4), c)
+    losses, norms = reference_loop(ref, LMBatcher(STREAM, 8, 4), c)
+    assert h["train_loss"] == losses and h["grad_norm"] == norms
+    assert all(torch.equal(p, q) for p, q in zip(mine.parameters(), ref.parameters()))
+    if grad_clip is not None:
+        assert min(norms) > grad_clip  # clipping acted on every update
 
 
 # ---- gradient accumulation ------------------------------------------------------------------------
@@ -174,6 +221,104 @@ def test_gradient_accumulation_equals_a_larger_batch():
         train(small_lstm(), rows(8), cfg(max_steps=1, batch_size=4, eval_interval=None))
 
 
+# ---- no update on a non-finite loss ---------------------------------------------------------------
+class BreaksAt(nn.Module):
+    """A small LSTM whose forward pass number ``call`` (0-based, counting micro-batches) goes wrong:
+    ``"inf"``/``"nan"`` make the loss so, ``"grad"`` keeps the loss but makes its gradient infinite."""
+
+    def __init__(self, call, how):
+        super().__init__()
+        self.inner, self.call, self.how, self.calls = small_lstm(seed=0), call, how, 0
+
+    def forward(self, x, y):
+        logits, loss = self.inner(x, y)
+        if self.calls == self.call:
+            loss = InfiniteGradient.apply(loss) if self.how == "grad" else loss * float(self.how)
+        self.calls += 1
+        return logits, loss
+
+
+class InfiniteGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def recorded_optimizers(monkeypatch):
+    """Make train's optimizers visible to the test."""
+    made = []
+
+    def make(model, c, device):
+        made.append(make_optimizer(model, c, device))
+        return made[-1]
+
+    monkeypatch.setattr(train_module, "make_optimizer", make)
+    return made
+
+
+@pytest.mark.parametrize("how,accum,micro", [("inf", 1, 0), ("nan", 1, 0), ("nan", 3, 1), ("grad", 2, 1)])
+def test_a_non_finite_step_is_not_applied(monkeypatch, how, accum, micro):
+    """Loss (or gradient) blows up at step 3: the error names step 3 (and the micro-batch) and the value,
+    and the weights and the optimizer's moments are exactly those after step 2."""
+    k = 3
+    c = cfg(max_steps=6, grad_accum_steps=accum, eval_interval=None)
+    optimizers = recorded_optimizers(monkeypatch)
+    good = BreaksAt(call=-1, how=how)
+    train(good, LMBatcher(STREAM, 8, 4), c, stop_at=k)  # steps 0 .. k-1, then stop
+
+    broken = BreaksAt(call=k * accum + micro, how=how)
+    with pytest.raises(FloatingPointError) as info:
+        train(broken, LMBatcher(STREAM, 8, 4), c)
+    for (name, p), q in zip(broken.named_parameters(), good.parameters()):
+        assert torch.equal(p, q), name
+        assert p.grad is None  # the bad gradients were dropped
+    kept, reference = optimizers[1].state_dict()["state"], optimizers[0].state_dict()["state"]
+    assert kept.keys() == reference.keys()
+    for i in reference:
+        assert all(torch.equal(kept[i][key], reference[i][key]) for key in reference[i])
+    message = str(info.value)
+    assert f"at step {k}" in message and f"after step {k - 1}" in message
+    if how == "grad":  # inf * 0 entries make the norm NaN, inf * the others inf
+        assert "gradient norm became nan" in message or "gradient norm became inf" in message
+    else:
+        assert f"loss became {how}" in message
+    if accum > 1 and how != "grad":
+        assert f"micro-batch {micro} of {accum}" in message
+
+
+class NoTargetCheck(nn.Module):
+    """A model that does not check its targets itself (as models on a GPU do not): all-ignored targets
+    give the mean over zero targets, 0/0 = NaN."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, V)
+
+    def forward(self, x, y):
+        logits = self.emb(x)
+        return logits, F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def test_a_batch_without_targets_is_reported_as_such_not_as_a_learning_rate_problem():
+    get = LMBatcher(STREAM, 8, 4)
+
+    def padding_at_step_2(i, g):
+        x, y = get(i, g)
+        return (x, torch.full_like(y, IGNORE_INDEX)) if i == 2 else (x, y)
+
+    with pytest.raises(ValueError, match="no target in this batch") as info:
+        train(NoTargetCheck(), padding_at_step_2, cfg(max_steps=4, eval_interval=None))
+    assert "step 2" in str(info.value) and "lr" not in str(info.value)
+    # a model that checks raises its own error, which train passes on unchanged
+    with pytest.raises(ValueError, match="no target in this batch") as info:
+        train(small_lstm(), padding_at_step_2, cfg(max_steps=4, eval_interval=None))
+    assert "lr" not in str(info.value)
+
+
 # ---- evaluation -----------------------------------------------------------------------------------
 def test_evaluation_schedule_and_eval_fn_dicts():
     c = cfg(max_steps=10, eval_interval=4)
@@ -194,6 +339,29 @@ def test_estimate_loss_is_repeatable_and_restores_mode():
     a = estimate_loss(model, LMBatcher(STREAM, 8, 4), steps=3, seed=5)
     b = estimate_loss(model, LMBatcher(STREAM, 8, 4), steps=3, seed=5)
     assert a == b and model.training
+
+
+def test_eval_fn_that_raises_leaves_the_model_in_training_mode():
+    model = small_lstm()
+    calls = []
+
+    def eval_fn(m):
+        calls.append(m.training)
+        if len(calls) == 2:
+            raise RuntimeError("evaluation failed")
+        return 0.0
+
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        train(model, LMBatcher(STREAM, 8, 4), cfg(max_steps=10, eval_interval=4), eval_fn=eval_fn)
+    assert calls == [False, False]  # eval_fn runs in eval mode ...
+    assert model.training  # ... and the model is back in training mode although it raised
+
+    def failing_batches(i, g):
+        raise RuntimeError("no data")
+
+    with pytest.raises(RuntimeError, match="no data"):
+        estimate_loss(model, failing_batches, steps=2)
+    assert model.training
 
 
 def test_evaluate_lm_is_exact():
@@ -276,15 +444,93 @@ def test_corrupt_or_mismatching_checkpoint_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="truncated.pt"):
         load_checkpoint(str(truncated))
 
-    other = LSTMLM(V, emb_dim=8, hidden_size=16)  # a different model
+    other = LSTMLM(V, emb_dim=8, hidden_size=16)  # a different model, the same config
     with pytest.raises(CheckpointError, match="does not match this model"):
-        train(other, LMBatcher(STREAM, 8, 4), cfg(max_steps=4, checkpoint_path=str(good)), resume=True)
+        train(other, LMBatcher(STREAM, 8, 4), cfg(max_steps=2, eval_interval=None, checkpoint_path=str(good)),
+              resume=True)
 
     torch.save({"model": {}}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="foreign.pt"):
         load_checkpoint(str(tmp_path / "foreign.pt"))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+# ---- resume checks the saved TrainConfig ----------------------------------------------------------
+def test_resume_refuses_a_changed_config_unless_the_change_is_named(tmp_path):
+    path = str(tmp_path / "run.pt")
+    train(small_lstm(), LMBatcher(STREAM, 8, 4), cfg(max_steps=10, batch_size=4, checkpoint_path=path), stop_at=5)
+    changed = cfg(max_steps=10, batch_size=8, lr=2e-2, checkpoint_path=path)
+    with pytest.raises(CheckpointError) as info:
+        train(small_lstm(), LMBatcher(STREAM, 8, 8), changed, resume=True)
+    message = str(info.value)
+    assert "lr: 0.01 -> 0.02" in message and "batch_size: 4 -> 8" in message and "run.pt" in message
+    assert "max_steps" not in message and "allow_config_changes=('lr', 'batch_size')" in message
+    with pytest.raises(CheckpointError, match="batch_size"):  # naming one of two changes is not enough
+        train(small_lstm(), LMBatcher(STREAM, 8, 8), changed, resume=True, allow_config_changes=("lr",))
+
+    model = small_lstm()
+    h = train(model, LMBatcher(STREAM, 8, 8), changed, resume=True, allow_config_changes=("lr", "batch_size"))
+    assert h["step"] == list(range(10)) and h["lr"][5:] == [lr_at(s, changed) for s in range(5, 10)]
+    assert load_checkpoint(path)["config"]["lr"] == 2e-2  # the checkpoint now records the new config
+
+
+def test_resume_extends_a_finished_run_when_max_steps_is_named(tmp_path):
+    path = str(tmp_path / "run.pt")
+    get, val = LMBatcher(STREAM, 8, 4), LMBatcher(STREAM[:100], 8, 4)
+    first = train(small_lstm(), get, cfg(max_steps=6, checkpoint_path=path), val_batch=val)
+    longer = cfg(max_steps=10, checkpoint_path=path)
+    with pytest.raises(CheckpointError, match="max_steps: 6 -> 10"):
+        train(small_lstm(), get, longer, val_batch=val, resume=True)
+    h = train(small_lstm(), get, longer, val_batch=val, resume=True, allow_config_changes="max_steps")
+    assert h["train_loss"][:6] == first["train_loss"] and len(h["train_loss"]) == 10
+    assert h["val_step"] == [0, 4, 6, 8, 10]  # the old run's evaluations, then the new schedule's
+
+
+def test_resume_may_move_the_checkpoint_and_change_how_often_it_saves(tmp_path):
+    """RESUME_IGNORES: where and how often checkpoints are written and progress bars change no number."""
+    assert set(RESUME_IGNORES) == {"checkpoint_path", "checkpoint_interval", "progress"}
+    get = LMBatcher(STREAM, 8, 4)
+    model_a = small_lstm()
+    h_a = train(model_a, get, cfg(max_steps=8))
+    old, new = tmp_path / "old.pt", tmp_path / "moved.pt"
+    train(small_lstm(), get, cfg(max_steps=8, checkpoint_path=str(old), checkpoint_interval=2), stop_at=4)
+    os.replace(old, new)
+    model_b = small_lstm(seed=5)
+    h_b = train(model_b, get, cfg(max_steps=8, checkpoint_path=str(new), progress=False), resume=True)
+    assert_same_run(model_a, h_a, model_b, h_b)
+
+
+def test_allow_config_changes_errors(tmp_path):
+    get, path = LMBatcher(STREAM, 8, 4), str(tmp_path / "run.pt")
+    with pytest.raises(ValueError, match="resume=True"):
+        train(small_lstm(), get, cfg(max_steps=2), allow_config_changes=("max_steps",))
+    with pytest.raises(ValueError, match="max_step"):  # a misspelt field is not silently ignored
+        train(small_lstm(), get, cfg(max_steps=2, checkpoint_path=path), resume=True,
+              allow_config_changes=("max_step",))
+    with pytest.raises(TypeError, match="field names"):
+        train(small_lstm(), get, cfg(max_steps=2, checkpoint_path=path), resume=True, allow_config_changes=(1,))
+
+
+def test_hand_edited_checkpoints_are_refused_with_the_reason(tmp_path):
+    path = tmp_path / "run.pt"
+    c = cfg(max_steps=4, eval_interval=None, checkpoint_path=str(path))
+    train(small_lstm(), LMBatcher(STREAM, 8, 4), c, stop_at=2)
+    state = torch.load(path, weights_only=True)
+
+    def resume_from(**edits):
+        torch.save({**state, **edits}, path)
+        model = small_lstm(seed=3)
+        before = [p.detach().clone() for p in model.parameters()]
+        with pytest.raises(CheckpointError) as info:
+            train(model, LMBatcher(STREAM, 8, 4), c, resume=True)
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # nothing was loaded
+        return str(info.value)
+
+    assert "rng['torch_cpu']" in resume_from(rng={})
+    assert "rng['batch_generator']" in resume_from(rng={"torch_cpu": state["rng"]["torch_cpu"]})
+    assert "uint8" in resume_from(rng={**state["rng"], "batch_generator": torch.zeros(3)})
+    assert "records no TrainConfig" in resume_from(config={})
 
 
 # ---- batches, outputs, progress -------------------------------------------------------------------
@@ -305,8 +551,16 @@ def test_dict_batches_and_bad_outputs():
     def get(i, g):
         return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": labels}
 
-    h = train(DictModel(), get, cfg(max_steps=30, lr=0.1, min_lr=0.1, warmup_steps=0, eval_interval=None))
-    assert h["train_loss"][-1] < h["train_loss"][0]
+    c = cfg(max_steps=30, lr=0.1, min_lr=0.1, warmup_steps=0, eval_interval=None)
+    torch.manual_seed(0)
+    model = DictModel()
+    torch.manual_seed(0)
+    ref = DictModel()
+    h = train(model, get, c)
+    losses, _ = reference_loop(ref, get, c)
+    assert h["train_loss"] == losses  # the dict batch reached the model as keyword arguments, every step
+    assert torch.equal(model.emb.weight, ref.emb.weight)
+    assert h["train_loss"][-1] < 0.5 * math.log(2)  # well below chance: it learned the rule
 
     class NoLoss(nn.Module):
         def __init__(self):
@@ -322,9 +576,38 @@ def test_dict_batches_and_bad_outputs():
         train(small_lstm(), lambda i, g: STREAM, cfg(max_steps=1))
 
 
-def test_progress_is_off_under_tests_and_can_be_forced():
-    assert _want_progress(None) is False  # pytest, notebooks: no bars in stored outputs
-    assert _want_progress(True) is True and _want_progress(False) is False
+class Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """``terminal(tty, jupyter)``: replace stdout and stderr by streams that are terminals or not, with
+    or without a Jupyter kernel loaded; returns the fake stderr, where tqdm writes."""
+    def setup(tty, jupyter=False):
+        monkeypatch.setattr(sys, "stdout", Stream(tty))
+        monkeypatch.setattr(sys, "stderr", Stream(tty))
+        if jupyter:
+            monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+        else:
+            monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+        return sys.stderr
+    return setup
+
+
+@pytest.mark.parametrize("tty,jupyter,shown", [(True, False, True), (False, False, False), (True, True, False)],
+                         ids=["terminal", "pipe-or-file", "jupyter-kernel"])
+def test_progress_by_default_only_in_an_interactive_terminal(terminal, tty, jupyter, shown):
+    err = terminal(tty, jupyter)
+    assert progress_enabled(None) is shown
+    assert progress_enabled(True) is True and progress_enabled(False) is False  # explicit settings decide
+    train(small_lstm(), LMBatcher(STREAM, 8, 4), cfg(max_steps=3, eval_interval=None))  # progress=None
+    assert ("3/3" in err.getvalue()) is shown
 
 
 def test_forced_progress_bar_runs(capsys):

@@ -31,25 +31,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmcourse import generate
-from llmcourse.data.batching import IGNORE_INDEX, random_batches
+from llmcourse.core.checks import IGNORE_INDEX, check_finite, check_int, eval_mode, model_device
+from llmcourse.data.batching import random_batches
 from llmcourse.train import param_groups
 
 MODES = ("greedy", "beam", "sample")
 
 
-# ---- checks --------------------------------------------------------------------------------------
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
+# ---- checks (the generic ones are llmcourse.core.checks') -------------------------------------------
 def check_lambda(lam) -> float:
     """λ must be a number in [0, 1] (the articles write (0, 1); the ends are the two losses alone)."""
     if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam) or not 0.0 <= lam <= 1.0:
@@ -80,12 +69,6 @@ def _check_prompts(prompts) -> list[list[int]]:
     return checked
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 # ---- 1. pseudo-samples ---------------------------------------------------------------------------
 class _BanTokens(nn.Module):
     """The wrapped model's logits with the banned ids set to ``-inf``: decoding never picks them."""
@@ -108,10 +91,7 @@ class _BanTokens(nn.Module):
 def _check_ban_ids(ban_ids) -> list[int]:
     if isinstance(ban_ids, (str, bytes)) or not isinstance(ban_ids, (Sequence, set, frozenset)):
         raise TypeError(f"ban_ids must be a list of token ids, got {type(ban_ids).__name__}")
-    for t in ban_ids:
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-            raise ValueError(f"ban_ids must hold token ids (ints >= 0), got {t!r}")
-    return sorted(int(t) for t in set(ban_ids))
+    return sorted({check_int("each id in ban_ids", t, 0) for t in ban_ids})
 
 
 def _cut_after_eos(seq: list[int], prompt_len: int, eos_id: int | None) -> list[int]:
@@ -181,7 +161,7 @@ def completion_batch(sequences, prompt_lens, pad_id: int = 0) -> tuple[torch.Ten
     prompt_lens = list(prompt_lens)
     if len(prompt_lens) != len(sequences):
         raise ValueError(f"{len(sequences)} sequences but {len(prompt_lens)} prompt lengths; give one per sequence")
-    _check_int("pad_id", pad_id, 0)
+    check_int("pad_id", pad_id, 0)
     L = max(len(s) for s in sequences)
     if L < 2:
         raise ValueError("every sequence has fewer than 2 tokens: there is no next token to predict")
@@ -189,7 +169,7 @@ def completion_batch(sequences, prompt_lens, pad_id: int = 0) -> tuple[torch.Ten
     y = torch.full((len(sequences), L - 1), IGNORE_INDEX, dtype=torch.long)
     for i, (seq, n_prompt) in enumerate(zip(sequences, prompt_lens)):
         seq = list(seq)
-        _check_int(f"prompt length {i}", n_prompt, 1)
+        check_int(f"prompt length {i}", n_prompt, 1)
         if n_prompt > len(seq):
             raise ValueError(f"sequence {i} has {len(seq)} tokens but its prompt length is {n_prompt}")
         ids = torch.tensor(seq, dtype=torch.long)
@@ -293,17 +273,17 @@ class SelfFeedbackConfig:
         for name, minimum in (("iterations", 1), ("steps_per_iteration", 1), ("n_samples", 1),
                               ("max_new_tokens", 1), ("batch_size", 1), ("block_size", 1),
                               ("beam_width", 1), ("seed", 0)):
-            _check_int(f"SelfFeedbackConfig.{name}", getattr(self, name), minimum)
+            check_int(f"SelfFeedbackConfig.{name}", getattr(self, name), minimum)
         if self.mode not in MODES:
             raise ValueError(f"SelfFeedbackConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"SelfFeedbackConfig.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        _check_positive("SelfFeedbackConfig.lr", self.lr)
-        _check_positive("SelfFeedbackConfig.temperature", self.temperature)
+        check_finite("SelfFeedbackConfig.lr", self.lr, 0.0, strict=True)
+        check_finite("SelfFeedbackConfig.temperature", self.temperature, 0.0, strict=True)
         if self.grad_clip is not None:
-            _check_positive("SelfFeedbackConfig.grad_clip", self.grad_clip)
+            check_finite("SelfFeedbackConfig.grad_clip", self.grad_clip, 0.0, strict=True)
         if self.eos_id is not None:
-            _check_int("SelfFeedbackConfig.eos_id", self.eos_id, 0)
+            check_int("SelfFeedbackConfig.eos_id", self.eos_id, 0)
 
 
 def _optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
@@ -323,11 +303,8 @@ def _update(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tens
 def _run_eval(model: nn.Module, eval_fn, history: dict) -> None:
     if eval_fn is None:
         return
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model):  # the model's mode comes back, also when eval_fn raises
         results = eval_fn(model)
-    model.train(was_training)
     if not isinstance(results, dict):
         raise TypeError(f"eval_fn must return a dict of named numbers, got {type(results).__name__}")
     for key, value in results.items():
@@ -355,7 +332,6 @@ def self_feedback(model: nn.Module, real_stream: torch.Tensor, prompt_pool, conf
         raise TypeError(f"config must be a SelfFeedbackConfig, got {type(config).__name__}")
     cfg = config
     pool = _check_prompts(prompt_pool)
-    device = _model_device(model)
     generator = torch.Generator().manual_seed(cfg.seed)  # prompts and batches: one seeded source
     optimizer = _optimizer(model, cfg.optimizer, cfg.lr)
     nan = float("nan")
@@ -363,43 +339,59 @@ def self_feedback(model: nn.Module, real_stream: torch.Tensor, prompt_pool, conf
                                 "prompt_lens": [None]}
     _run_eval(model, eval_fn, history)
     for it in range(1, cfg.iterations + 1):
-        samples = prompt_lens = None
-        if cfg.lam < 1:
-            if cfg.n_samples <= len(pool):
-                pick = torch.randperm(len(pool), generator=generator)[: cfg.n_samples]
-            else:
-                pick = torch.randint(len(pool), (cfg.n_samples,), generator=generator)
-            prompts = [pool[i] for i in pick.tolist()]
-            # 1. pseudo-samples from the current parameters θ
-            samples = pseudo_samples(model, prompts, cfg.max_new_tokens, cfg.mode, eos_id=cfg.eos_id,
-                                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                                     beam_width=cfg.beam_width, seed=cfg.seed * 100_003 + it, ban_ids=cfg.ban_ids)
-            prompt_lens = [len(p) for p in prompts]
-            x_hat, y_hat = completion_batch(samples, prompt_lens)
-        model.train()
-        lm_sum = ps_sum = 0.0
-        for _ in range(cfg.steps_per_iteration):
-            lm = ps = None
-            if cfg.lam > 0:
-                xb, yb = random_batches(real_stream, cfg.block_size, cfg.batch_size, generator)  # (B, T) each
-                lm = sequence_nll(model, xb.to(device), yb.to(device))
-                lm_sum += float(lm.detach())
-            if cfg.lam < 1:
-                rows = torch.randint(x_hat.size(0), (cfg.batch_size,), generator=generator)
-                xs, ys = x_hat[rows], y_hat[rows]
-                if not bool((ys != IGNORE_INDEX).any()):  # every drawn sample ended at once: redraw all
-                    xs, ys = x_hat, y_hat
-                ps = pseudo_loss(model, xs.to(device), ys.to(device))  # 2. the pseudo-sample loss
-                ps_sum += float(ps.detach())
-            _update(model, optimizer, joint_loss(lm, ps, cfg.lam), cfg.grad_clip)  # 3.-4.
-        n = cfg.steps_per_iteration
+        samples = prompt_lens = pseudo = None
+        if cfg.lam < 1:  # 1. pseudo-samples from the current parameters θ
+            samples, prompt_lens = _iteration_samples(model, pool, cfg, generator, it)
+            pseudo = completion_batch(samples, prompt_lens)
+        lm_mean, ps_mean = _joint_steps(model, optimizer, real_stream, pseudo, cfg, generator)
         history["iteration"].append(it)
-        history["lm_loss"].append(lm_sum / n if cfg.lam > 0 else nan)
-        history["pseudo_loss"].append(ps_sum / n if cfg.lam < 1 else nan)
+        history["lm_loss"].append(lm_mean if cfg.lam > 0 else nan)
+        history["pseudo_loss"].append(ps_mean if cfg.lam < 1 else nan)
         history["samples"].append(samples)
         history["prompt_lens"].append(prompt_lens)
         _run_eval(model, eval_fn, history)
     return history
+
+
+def _iteration_samples(model: nn.Module, pool: list[list[int]], cfg: SelfFeedbackConfig,
+                       generator: torch.Generator, it: int) -> tuple[list[list[int]], list[int]]:
+    """Iteration ``it``'s pseudo-samples and their prompt lengths: ``n_samples`` prompts drawn from the
+    pool (without replacement where it is large enough), continued by the current model."""
+    if cfg.n_samples <= len(pool):
+        pick = torch.randperm(len(pool), generator=generator)[: cfg.n_samples]
+    else:
+        pick = torch.randint(len(pool), (cfg.n_samples,), generator=generator)
+    prompts = [pool[i] for i in pick.tolist()]
+    samples = pseudo_samples(model, prompts, cfg.max_new_tokens, cfg.mode, eos_id=cfg.eos_id,
+                             temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                             beam_width=cfg.beam_width, seed=cfg.seed * 100_003 + it, ban_ids=cfg.ban_ids)
+    return samples, [len(p) for p in prompts]
+
+
+def _joint_steps(model: nn.Module, optimizer: torch.optim.Optimizer, real_stream: torch.Tensor,
+                 pseudo: tuple[torch.Tensor, torch.Tensor] | None, cfg: SelfFeedbackConfig,
+                 generator: torch.Generator) -> tuple[float, float]:
+    """``steps_per_iteration`` updates on ``λ·L_LM + (1 − λ)·L_pseudo``; returns the mean of each loss
+    over the steps (0.0 for a loss λ leaves out). ``pseudo`` is ``(x_hat, y_hat)``, ``None`` at λ = 1."""
+    device = model_device(model)
+    model.train()
+    lm_sum = ps_sum = 0.0
+    for _ in range(cfg.steps_per_iteration):
+        lm = ps = None
+        if cfg.lam > 0:
+            xb, yb = random_batches(real_stream, cfg.block_size, cfg.batch_size, generator)  # (B, T) each
+            lm = sequence_nll(model, xb.to(device), yb.to(device))
+            lm_sum += float(lm.detach())
+        if cfg.lam < 1:
+            x_hat, y_hat = pseudo
+            rows = torch.randint(x_hat.size(0), (cfg.batch_size,), generator=generator)
+            xs, ys = x_hat[rows], y_hat[rows]
+            if not bool((ys != IGNORE_INDEX).any()):  # every drawn sample ended at once: redraw all
+                xs, ys = x_hat, y_hat
+            ps = pseudo_loss(model, xs.to(device), ys.to(device))  # 2. the pseudo-sample loss
+            ps_sum += float(ps.detach())
+        _update(model, optimizer, joint_loss(lm, ps, cfg.lam), cfg.grad_clip)  # 3.-4.
+    return lm_sum / cfg.steps_per_iteration, ps_sum / cfg.steps_per_iteration
 
 
 # ---- 4. self-feedback that works: filtered by a verifier ----------------------------------------
@@ -438,7 +430,7 @@ def rejection_sample(model: nn.Module, prompts, verifier: Callable[[list[int], l
     """
     if not callable(verifier):
         raise TypeError(f"verifier must be a function (prompt_ids, completion_ids) -> bool, got {type(verifier).__name__}")
-    k = _check_int("k", k, 1)
+    k = check_int("k", k, 1)
     prompts = _check_prompts(prompts)
     repeated = [p for p in prompts for _ in range(k)]  # prompt i occupies rows i*k .. i*k+k-1
     seqs = pseudo_samples(model, repeated, max_new_tokens, "sample", eos_id=eos_id, temperature=temperature,
@@ -486,13 +478,13 @@ class FilteredConfig:
     def __post_init__(self):
         for name, minimum in (("rounds", 1), ("k", 1), ("steps_per_round", 1), ("batch_size", 1),
                               ("max_new_tokens", 1), ("seed", 0)):
-            _check_int(f"FilteredConfig.{name}", getattr(self, name), minimum)
-        _check_positive("FilteredConfig.lr", self.lr)
-        _check_positive("FilteredConfig.temperature", self.temperature)
+            check_int(f"FilteredConfig.{name}", getattr(self, name), minimum)
+        check_finite("FilteredConfig.lr", self.lr, 0.0, strict=True)
+        check_finite("FilteredConfig.temperature", self.temperature, 0.0, strict=True)
         if self.grad_clip is not None:
-            _check_positive("FilteredConfig.grad_clip", self.grad_clip)
+            check_finite("FilteredConfig.grad_clip", self.grad_clip, 0.0, strict=True)
         if self.eos_id is not None:
-            _check_int("FilteredConfig.eos_id", self.eos_id, 0)
+            check_int("FilteredConfig.eos_id", self.eos_id, 0)
 
 
 def filtered_self_training(model: nn.Module, prompts, verifier: Callable[[list[int], list[int]], bool],
@@ -518,7 +510,6 @@ def filtered_self_training(model: nn.Module, prompts, verifier: Callable[[list[i
     cfg = config
     prompts = _check_prompts(prompts)
     seed_data = [(list(p), list(c)) for p, c in seed_data]
-    device = _model_device(model)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = _optimizer(model, "adamw", cfg.lr)
     nan = float("nan")
@@ -532,28 +523,34 @@ def filtered_self_training(model: nn.Module, prompts, verifier: Callable[[list[i
         for p, c in accepted:
             kept[tuple(p)] = c
         pairs = seed_data + [(list(p), c) for p, c in kept.items()]
-        loss_sum = nan
-        if pairs:
-            x, y = completion_batch([p + c for p, c in pairs], [len(p) for p, _ in pairs])
-            model.train()
-            loss_sum = 0.0
-            for _ in range(cfg.steps_per_round):
-                rows = torch.randint(len(pairs), (cfg.batch_size,), generator=generator)
-                xs, ys = x[rows], y[rows]
-                if not bool((ys != IGNORE_INDEX).any()):
-                    continue  # only empty completions drawn: nothing to learn from this batch
-                loss = sequence_nll(model, xs.to(device), ys.to(device))
-                _update(model, optimizer, loss, cfg.grad_clip)
-                loss_sum += float(loss.detach())
-            loss_sum /= cfg.steps_per_round
+        loss = _fine_tune(model, optimizer, pairs, cfg, generator) if pairs else nan
         history["round"].append(r)
         history["n_accepted"].append(len(accepted))
         history["n_train"].append(len(pairs))
         history["pass_at_k"].append(stats["pass_at_k"])
         history["accept_rate"].append(stats["accept_rate"])
-        history["train_loss"].append(loss_sum)
+        history["train_loss"].append(loss)
         _run_eval(model, eval_fn, history)
     return history
+
+
+def _fine_tune(model: nn.Module, optimizer: torch.optim.Optimizer, pairs: list[tuple[list[int], list[int]]],
+               cfg: FilteredConfig, generator: torch.Generator) -> float:
+    """One round's *improve* step: ``steps_per_round`` updates on random ``(prompt, completion)`` pairs,
+    the loss on the completion tokens only; returns the loss summed over the steps, divided by their number."""
+    device = model_device(model)
+    x, y = completion_batch([p + c for p, c in pairs], [len(p) for p, _ in pairs])
+    model.train()
+    loss_sum = 0.0
+    for _ in range(cfg.steps_per_round):
+        rows = torch.randint(len(pairs), (cfg.batch_size,), generator=generator)
+        xs, ys = x[rows], y[rows]
+        if not bool((ys != IGNORE_INDEX).any()):
+            continue  # only empty completions drawn: nothing to learn from this batch (it counts as 0)
+        loss = sequence_nll(model, xs.to(device), ys.to(device))
+        _update(model, optimizer, loss, cfg.grad_clip)
+        loss_sum += float(loss.detach())
+    return loss_sum / cfg.steps_per_round
 
 
 __all__ = [
