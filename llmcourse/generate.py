@@ -6,6 +6,13 @@ logits (B, T, V), or a tuple ``(logits, loss)`` as the book's models do. If the 
 ``block_size`` attribute that is not ``None``, the context is cropped to its last ``block_size``
 tokens before each step (models with learned positions cannot see further back).
 
+If the model also has ``new_cache()`` (the book's GPT and LSTM), each step feeds only the new token
+and the model keeps what it has read in the cache (a GPT's keys and values, an LSTM's state), as
+``model(idx, cache=cache)``; beam search reorders the cache with ``cache.reorder(rows)`` when the
+beams change. The result is the same as re-reading the context (``use_cache=False``), only faster:
+once a GPT's context passes ``block_size``, the positions of the cropped window shift at every step,
+so each step starts a new cache from the window, as the uncached path re-reads it.
+
 Input and output have the same form:
 
 * a list (or tuple) of ints -> a list of ints;
@@ -17,38 +24,23 @@ emitting ``eos_id`` (which is kept); in a batch, rows that have stopped are padd
 until every row has stopped or ``max_new_tokens`` is reached.
 
 Generation runs under ``torch.no_grad()`` with the model temporarily in ``eval()`` mode (no
-dropout), restoring its mode afterwards.
+dropout), restoring its mode afterwards. Logits that are NaN or ``+inf`` are refused with an error
+(a broken model), rather than decoded into arbitrary tokens.
 """
 from __future__ import annotations
 
 import math
 import numbers
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import torch
+
+from llmcourse.core.checks import check_finite, check_int, check_logits, eval_mode, model_device, reads_values
 
 __all__ = ["greedy", "beam_search", "sample", "top_k_filter", "top_p_filter"]
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")  # a model without parameters (e.g. a lookup-table stub)
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def _prepare(prompt_ids, device: torch.device) -> tuple[torch.Tensor, str]:
@@ -81,23 +73,59 @@ def _finish(idx: torch.Tensor, kind: str, like):
     return out.to(like.device)
 
 
-def _check_common(max_new_tokens: int, eos_id: int | None) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0):
-        raise ValueError(f"eos_id must be None or a token id (int >= 0), got {eos_id!r}")
+def _check_common(max_new_tokens, eos_id) -> tuple[int, int | None]:
+    """``max_new_tokens`` and ``eos_id`` as Python ints (NumPy integers are accepted)."""
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
+    return max_new_tokens, None if eos_id is None else check_int("eos_id", eos_id, 0)
 
 
-def _next_logits(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
-    """Logits (B, V) of the token after ``idx`` (B, T), in float32."""
-    block_size = getattr(model, "block_size", None)
-    idx_cond = idx if block_size is None else idx[:, -block_size:]  # (B, <=block_size)
-    out = model(idx_cond)
+def _last_logits(out) -> torch.Tensor:
+    """The model's output -> logits (B, V) of the token after the last position, in float32."""
     logits = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"the model must return logits of shape (B, T, V) (or a tuple starting with them), got {shape}")
-    return logits[:, -1, :].float()  # (B, V); float32 also under bf16 weights or autocast
+    logits = logits[:, -1, :].float()  # (B, V); float32 also under bf16 weights or autocast
+    check_logits(logits)
+    if reads_values(logits) and bool((logits == -math.inf).all(dim=-1).any()):
+        raise ValueError("the model gave every token the logit -inf: no next token can be chosen (all banned?)")
+    return logits
+
+
+class _Reader:
+    """Next-token logits for a batch of growing sequences ``idx`` (B, T), one call per step.
+
+    With the model's cache, only the tokens the cache has not seen are fed; the cache holds the tokens
+    ``idx[:, start:start + seen]``. Without one, the whole (cropped) context is re-read every step.
+    """
+
+    def __init__(self, model: torch.nn.Module, use_cache: bool):
+        self.model = model
+        self.block_size = getattr(model, "block_size", None)
+        self.cache = model.new_cache() if use_cache and callable(getattr(model, "new_cache", None)) else None
+        self.start, self.seen = 0, 0
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, V)
+        T = idx.size(1)
+        if self.cache is None:
+            window = idx if self.block_size is None else idx[:, -self.block_size:]  # (B, <= block_size)
+            return _last_logits(self.model(window))
+        if self.block_size is not None and T - self.start > self.block_size:
+            # The window slid: its tokens now sit at other positions, so a new cache reads it afresh.
+            self.cache, self.start, self.seen = self.model.new_cache(), T - self.block_size, 0
+        new = idx[:, self.start + self.seen:]  # (B, T_new): what the cache has not seen
+        self.seen = T - self.start
+        return _last_logits(self.model(new, cache=self.cache))
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """The sequences are now ``idx[rows]``: make the cache follow them (beam search)."""
+        if self.cache is not None:
+            self.cache.reorder(rows)
+
+
+def _check_no_nan(logits: torch.Tensor) -> None:
+    if reads_values(logits) and bool(torch.isnan(logits).any()):
+        raise ValueError("logits contain NaN: no token can be ranked by them; check the model (torch.isfinite)")
 
 
 # ---------------------------------------------------------------- filters
@@ -108,9 +136,8 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
     Logits tied with the k-th largest are kept too. ``k`` larger than the vocabulary keeps all.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be an int >= 1, got {k!r}")
-    k = min(k, logits.size(-1))
+    k = min(check_int("top_k", k, 1), logits.size(-1))
+    _check_no_nan(logits)
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1): the k-th largest per row
     return logits.masked_fill(logits < kth, float("-inf"))
 
@@ -122,8 +149,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     below ``p`` (so the most likely token is always kept). Masses within 1e-6 of ``p`` count as
     reaching it, so rounding cannot add a token. The others are set to ``-inf``.
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p must be a float in (0, 1], got {p!r}")
+    p = _check_top_p(p)
+    _check_no_nan(logits)
     if p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., V)
@@ -137,15 +164,40 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
+def _check_top_p(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p <= 1.0:  # NaN fails 0 < p
+        raise ValueError(f"top_p must be a float in (0, 1], got {p!r}")
+    return float(p)
+
+
+def _check_temperature(temperature) -> float:
+    temperature = check_finite("temperature", temperature)
+    if temperature <= 0:
+        raise ValueError(
+            f"temperature must be > 0, got {temperature!r}; temperature -> 0 is greedy decoding: use greedy()"
+        )
+    return temperature
+
+
+def _check_probs(probs: torch.Tensor, temperature: float) -> None:
+    """Refuse NaN probabilities: at a tiny temperature, logits / temperature overflow to +-inf."""
+    if reads_values(probs) and not bool(torch.isfinite(probs).all()):
+        raise ValueError(f"softmax(logits / temperature) is not a probability distribution at temperature "
+                         f"{temperature!r}: the scaled logits overflow float32 (beyond 3.4e38). Use a larger "
+                         "temperature, or greedy() for the limit temperature -> 0")
+
+
 # ---------------------------------------------------------------- decoders
 
 
-def greedy(model: torch.nn.Module, prompt_ids, max_new_tokens: int, eos_id: int | None = None):
-    """Append the most likely next token (argmax), ``max_new_tokens`` times or until ``eos_id``."""
-    _check_common(max_new_tokens, eos_id)
-    idx, kind = _prepare(prompt_ids, _model_device(model))
-    with _eval_mode(model):
-        idx = _decode(model, idx, max_new_tokens, eos_id, lambda logits: logits.argmax(dim=-1))
+def greedy(model: torch.nn.Module, prompt_ids, max_new_tokens: int, eos_id: int | None = None,
+           use_cache: bool = True):
+    """Append the most likely next token (argmax), ``max_new_tokens`` times or until ``eos_id``.
+    ``use_cache=False`` re-reads the whole context at every step (the same tokens, slower)."""
+    max_new_tokens, eos_id = _check_common(max_new_tokens, eos_id)
+    idx, kind = _prepare(prompt_ids, model_device(model))
+    with eval_mode(model):
+        idx = _decode(_Reader(model, use_cache), idx, max_new_tokens, eos_id, lambda logits: logits.argmax(dim=-1))
     return _finish(idx, kind, prompt_ids)
 
 
@@ -158,28 +210,21 @@ def sample(
     top_p: float | None = None,
     seed: int | None = None,
     eos_id: int | None = None,
+    use_cache: bool = True,
 ):
     """Sample each next token from ``softmax(logits / temperature)``, optionally restricted to the
     ``top_k`` most likely tokens and then to the top-``p`` nucleus.
 
     With ``seed``, sampling uses its own ``torch.Generator`` (on the CPU, so the same seed gives the
     same draws on every device) and repeats exactly; without it, torch's global CPU generator is
-    used (seed it with ``llmcourse.set_seed``).
+    used (seed it with ``llmcourse.set_seed``). ``use_cache=False`` re-reads the whole context at
+    every step (the same draws, slower).
     """
-    _check_common(max_new_tokens, eos_id)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if temperature <= 0:
-        raise ValueError(
-            f"temperature must be > 0, got {temperature!r}; temperature -> 0 is greedy decoding: use greedy()"
-        )
-    if top_k is not None:
-        top_k_filter(torch.zeros(1), top_k)  # validates top_k with the filter's own message
-    if top_p is not None:
-        top_p_filter(torch.zeros(1), top_p)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    max_new_tokens, eos_id = _check_common(max_new_tokens, eos_id)
+    temperature = _check_temperature(temperature)
+    top_k = None if top_k is None else check_int("top_k", top_k, 1)
+    top_p = None if top_p is None else _check_top_p(top_p)
+    generator = None if seed is None else torch.Generator().manual_seed(check_int("seed", seed, 0))
 
     def choose(logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B,)
         logits = logits / temperature
@@ -188,19 +233,20 @@ def sample(
         if top_p is not None:
             logits = top_p_filter(logits, top_p)
         probs = logits.softmax(dim=-1).cpu()  # (B, V); drawn on the CPU generator
+        _check_probs(probs, temperature)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
 
-    idx, kind = _prepare(prompt_ids, _model_device(model))
-    with _eval_mode(model):
-        idx = _decode(model, idx, max_new_tokens, eos_id, choose)
+    idx, kind = _prepare(prompt_ids, model_device(model))
+    with eval_mode(model):
+        idx = _decode(_Reader(model, use_cache), idx, max_new_tokens, eos_id, choose)
     return _finish(idx, kind, prompt_ids)
 
 
-def _decode(model, idx: torch.Tensor, max_new_tokens: int, eos_id: int | None, choose) -> torch.Tensor:
+def _decode(read: _Reader, idx: torch.Tensor, max_new_tokens: int, eos_id: int | None, choose) -> torch.Tensor:
     """The loop shared by greedy and sampling: ``choose`` maps logits (B, V) to next tokens (B,)."""
     done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,) rows that emitted eos
     for _ in range(max_new_tokens):
-        nxt = choose(_next_logits(model, idx))  # (B,)
+        nxt = choose(read(idx))  # (B,)
         if eos_id is not None:
             nxt = nxt.masked_fill(done, eos_id)  # finished rows are padded with eos
             done = done | (nxt == eos_id)
@@ -218,6 +264,7 @@ def beam_search(
     length_penalty: float = 1.0,
     eos_id: int | None = None,
     return_beams: bool = False,
+    use_cache: bool = True,
 ):
     """Keep the ``beam_width`` most likely continuations at each step; return the best one.
 
@@ -230,43 +277,48 @@ def beam_search(
     length and the penalty changes nothing.)
 
     ``beam_width=1`` is greedy decoding. With ``return_beams=True`` the result is every candidate as
-    ``(sequence, score)`` pairs, best first.
+    ``(sequence, score)`` pairs, best first. ``use_cache=False`` re-reads every beam at every step.
     """
-    _check_common(max_new_tokens, eos_id)
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-        raise ValueError(f"beam_width must be an int >= 1, got {beam_width!r}")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
-        raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
-    idx, kind = _prepare(prompt_ids, _model_device(model))
+    max_new_tokens, eos_id = _check_common(max_new_tokens, eos_id)
+    beam_width = check_int("beam_width", beam_width, 1)
+    length_penalty = check_finite("length_penalty", length_penalty)
+    idx, kind = _prepare(prompt_ids, model_device(model))
     if idx.size(0) != 1:
         raise ValueError(f"beam_search decodes one prompt at a time, got a batch of {idx.size(0)}")
 
     def final_score(logp: float, n: int) -> float:
         return logp / (n**length_penalty) if n > 0 else logp
 
-    beams = idx  # (K, T): live beams, K <= beam_width
-    scores = torch.zeros(1, device=idx.device)  # (K,): total log-probability of each live beam's new tokens
-    finished: list[tuple[torch.Tensor, float, int]] = []  # (sequence, log-prob, n generated)
-    n = 0
-    with _eval_mode(model):
-        for n in range(1, max_new_tokens + 1):
-            logprobs = _next_logits(model, beams).log_softmax(dim=-1)  # (K, V)
-            V = logprobs.size(-1)
-            cand = (scores.unsqueeze(1) + logprobs).view(-1)  # (K * V,): every one-token extension
-            top, flat = torch.topk(cand, min(beam_width, cand.numel()))  # best first
-            parent, token = flat // V, flat % V
-            seqs = torch.cat([beams[parent], token.unsqueeze(1)], dim=1)  # (beam_width, T + 1)
-            live = torch.ones_like(token, dtype=torch.bool)
-            if eos_id is not None:
-                live = token != eos_id
-                for s, lp in zip(seqs[~live], top[~live].tolist()):
-                    finished.append((s, lp, n))
-            beams, scores = seqs[live], top[live]
-            if beams.size(0) == 0:
-                break
-    n_live = n if max_new_tokens > 0 else 0
-    candidates = finished + [(s, lp, n_live) for s, lp in zip(beams, scores.tolist())]
+    with eval_mode(model):
+        candidates = _beam_candidates(_Reader(model, use_cache), idx, max_new_tokens, beam_width, eos_id)
     ranked = sorted(candidates, key=lambda c: final_score(c[1], c[2]), reverse=True)
     if return_beams:
         return [(_finish(s.unsqueeze(0), kind, prompt_ids), final_score(lp, k)) for s, lp, k in ranked]
     return _finish(ranked[0][0].unsqueeze(0), kind, prompt_ids)
+
+
+def _beam_candidates(read: _Reader, idx: torch.Tensor, max_new_tokens: int, beam_width: int,
+                     eos_id: int | None) -> list[tuple[torch.Tensor, float, int]]:
+    """The search itself: every finished and live beam as (sequence, log-prob, n generated)."""
+    beams = idx  # (K, T): live beams, K <= beam_width
+    scores = torch.zeros(1, device=idx.device)  # (K,): total log-probability of each live beam's new tokens
+    finished: list[tuple[torch.Tensor, float, int]] = []
+    n = 0
+    for n in range(1, max_new_tokens + 1):
+        logprobs = read(beams).log_softmax(dim=-1)  # (K, V)
+        V = logprobs.size(-1)
+        cand = (scores.unsqueeze(1) + logprobs).view(-1)  # (K * V,): every one-token extension
+        top, flat = torch.topk(cand, min(beam_width, cand.numel()))  # best first
+        parent, token = flat // V, flat % V
+        seqs = torch.cat([beams[parent], token.unsqueeze(1)], dim=1)  # (beam_width, T + 1)
+        live = torch.ones_like(token, dtype=torch.bool)
+        if eos_id is not None:
+            live = token != eos_id
+            for s, lp in zip(seqs[~live], top[~live].tolist()):
+                finished.append((s, lp, n))
+        beams, scores = seqs[live], top[live]
+        read.reorder(parent[live])  # the cache follows the surviving beams' parents
+        if beams.size(0) == 0:
+            break
+    n_live = n if max_new_tokens > 0 else 0
+    return finished + [(s, lp, n_live) for s, lp in zip(beams, scores.tolist())]

@@ -63,20 +63,32 @@ def test_explicit_attention_is_the_same_function():
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
+    layer = model.transformer.h[0].attn
     with explicit_attention(model):
-        layer = model.transformer.h[0].attn
-        assert "forward" in vars(layer)
+        assert layer.impl == "explicit" and "forward" not in vars(layer)  # the model's switch, no patched method
         logits2, loss2 = model(x, x)
         loss2.backward()
-        copied = copy.deepcopy(model)  # the copy's attention must use the copy's weights
-        assert copied.transformer.h[0].attn.forward.__self__ is copied.transformer.h[0].attn
+        copied = copy.deepcopy(model)  # a copy keeps the setting and uses its own weights
+    assert copied.transformer.h[0].attn.impl == "explicit"
+    torch.testing.assert_close(copied(x)[0], logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits2, logits, atol=1e-5, rtol=1e-5)
     for p, g in zip(model.parameters(), grads):
         torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)
-    assert "forward" not in vars(layer)  # back to the fused kernel
-    with pytest.raises(ValueError, match="CausalSelfAttention"):
+    assert all(b.attn.impl == "sdpa" for b in model.transformer.h)  # back to the fused kernel
+    with pytest.raises(ValueError, match="no llmcourse GPT"):
         with explicit_attention(nn.Linear(2, 2)):
             pass
+
+
+def test_explicit_attention_reaches_a_wrapped_gpt_and_is_restored_after_an_error():
+    from llmcourse.chapters.ppo import PolicyWithValue
+
+    policy = PolicyWithValue(tiny_gpt())
+    with pytest.raises(RuntimeError, match="boom"):
+        with explicit_attention(policy):
+            assert all(b.attn.impl == "explicit" for b in policy.gpt.transformer.h)
+            raise RuntimeError("boom")
+    assert all(b.attn.impl == "sdpa" for b in policy.gpt.transformer.h)
 
 
 # ---- gradient accumulation ------------------------------------------------------------------------

@@ -1,15 +1,19 @@
 """Generation: greedy against the argmax chain by hand, beam search against brute force, the top-k and
-top-p filters on hand examples, and sampling (seeds, temperature, frequencies)."""
+top-p filters on hand examples, sampling (seeds, temperature, frequencies), the cached decoders against
+the uncached ones (GPT and LSTM, past block_size), the book's own LSTM and MLP models, and the refusals
+(NaN or +inf logits, bad arguments)."""
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 from llmcourse.generate import beam_search, greedy, sample, top_k_filter, top_p_filter
 from llmcourse.models.gpt import GPT, GPTConfig
-
+from llmcourse.models.lstm_lm import LSTMLM
+from llmcourse.models.mlp_lm import MLPLM
 
 
 class BigramLM(nn.Module):
@@ -273,3 +277,200 @@ def lambda_model():
             return torch.zeros(idx.size(0), 5)  # (B, V): the wrong shape
 
     return Flat()
+
+
+# ---------------------------------------------------------------- cached == uncached
+
+
+def book_lstm(seed=0, vocab_size=20):
+    torch.manual_seed(seed)
+    model = LSTMLM(vocab_size, emb_dim=16, hidden_size=16, num_layers=2)
+    with torch.no_grad():  # larger weights than the init: peaked, varied distributions
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    return model.eval()
+
+
+MODELS = {"gpt": lambda: tiny_gpt(block_size=8), "lstm": book_lstm}
+DECODERS = {
+    "greedy": lambda m, p, n, **kw: greedy(m, p, n, **kw),
+    "sample": lambda m, p, n, **kw: sample(m, p, n, temperature=1.5, seed=4, **kw),
+    "sample-top-k-top-p": lambda m, p, n, **kw: sample(m, p, n, top_k=6, top_p=0.9, seed=5, **kw),
+    "beam": lambda m, p, n, **kw: beam_search(m, p[:1], n, beam_width=3, eos_id=2, return_beams=True, **kw),
+}
+
+
+def decode_recording_logits(decode, model, prompt, n, use_cache):
+    """The decoder's output, the last-position logits of every forward call and each call's input length."""
+    logits, lengths = [], []
+    hooks = [model.register_forward_hook(lambda m, args, out: logits.append(out[0][:, -1])),
+             model.register_forward_pre_hook(lambda m, args: lengths.append(args[0].size(1)))]
+    try:
+        out = decode(model, prompt, n, use_cache=use_cache)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, logits, lengths
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("prompt_len", [1, 3, 8, 11])  # GPT block_size 8: the last prompt is cropped at once
+def test_cached_decoding_equals_uncached(model_name, decoder, prompt_len):
+    model = MODELS[model_name]()
+    prompt = torch.randint(0, 20, (3, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    n = 14  # runs past the GPT's block_size
+    cached, cached_logits, cached_lengths = decode_recording_logits(DECODERS[decoder], model, prompt, n, True)
+    plain, plain_logits, _ = decode_recording_logits(DECODERS[decoder], model, prompt, n, False)
+    if decoder == "beam":
+        assert [s.tolist() for s, _ in cached] == [s.tolist() for s, _ in plain]
+        torch.testing.assert_close(torch.tensor([x for _, x in cached]), torch.tensor([x for _, x in plain]))
+    else:
+        assert torch.equal(cached, plain)
+    assert len(cached_logits) == len(plain_logits)
+    for a, b in zip(cached_logits, plain_logits):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert cached_lengths[0] == (min(prompt_len, 8) if model_name == "gpt" else prompt_len)  # the prompt once
+    # ... then one new token per step (for the GPT, the cropped window once it is past block_size)
+    assert set(cached_lengths[1:]) == ({1} if model_name == "lstm" else {1, 8} if prompt_len < 8 else {8})
+
+
+def test_gpt_cache_is_restarted_from_the_window_past_block_size():
+    model = tiny_gpt(block_size=8)
+    _, _, lengths = decode_recording_logits(DECODERS["greedy"], model, torch.tensor([[1, 2, 3]]), 9, True)
+    # the prompt (3), one token a step until the cache holds 8, then the cropped window at every step
+    assert lengths == [3, 1, 1, 1, 1, 1, 8, 8, 8]
+    _, _, plain = decode_recording_logits(DECODERS["greedy"], model, torch.tensor([[1, 2, 3]]), 9, False)
+    assert plain == [3, 4, 5, 6, 7, 8, 8, 8, 8]
+
+
+def test_cached_beam_search_with_eos_matches_uncached():
+    """Beams that finish leave the batch: the cache must drop and reorder its rows with them."""
+    for seed in range(4):
+        model = tiny_gpt(block_size=12, seed=seed)
+        for eos in (0, 5, 11):
+            kw = dict(beam_width=4, eos_id=eos, length_penalty=0.7, return_beams=True)
+            cached = beam_search(model, [3, 1], 14, **kw)
+            plain = beam_search(model, [3, 1], 14, use_cache=False, **kw)
+            assert [s for s, _ in cached] == [s for s, _ in plain]
+            assert [x for _, x in cached] == pytest.approx([x for _, x in plain], abs=1e-5)
+
+
+def test_models_without_a_cache_are_recomputed():
+    model = MLPLM(20, context=3, emb_dim=8, hidden=16)
+    assert not hasattr(model, "new_cache")
+    _, _, lengths = decode_recording_logits(DECODERS["greedy"], model, torch.tensor([[4, 5]]), 4, True)
+    assert lengths == [2, 3, 3, 3]  # the whole context, cropped to block_size = context
+
+
+def test_book_mlp_generation_matches_a_manual_loop():
+    torch.manual_seed(0)
+    model = MLPLM(20, context=3, emb_dim=8, hidden=32)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)
+    idx = torch.tensor([[4, 9]])
+    with torch.no_grad():
+        for _ in range(7):
+            logits, _ = model(idx[:, -3:])
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert greedy(model, [4, 9], 7) == idx[0].tolist()
+    assert len(set(idx[0].tolist())) > 2  # not a trivial repetition
+    assert sample(model, [4, 9], 7, seed=1) == sample(model, [4, 9], 7, seed=1)
+
+
+def test_book_lstm_generation_matches_a_manual_loop_and_restores_train_mode():
+    model = book_lstm(seed=3).train()
+    idx = torch.tensor([[5, 1]])
+    with torch.no_grad():
+        model.eval()
+        for _ in range(10):
+            logits, _ = model(idx)  # the whole history, no state carried
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        model.train()
+    assert greedy(model, [5, 1], 10) == idx[0].tolist()
+    assert model.training
+
+
+# ---------------------------------------------------------------- refusals
+
+
+class ConstantLM(nn.Module):
+    """Returns the same logits row at every position."""
+
+    block_size = None
+
+    def __init__(self, row):
+        super().__init__()
+        self.row = torch.as_tensor(row, dtype=torch.float32)
+
+    def forward(self, idx, targets=None):
+        return self.row.expand(idx.size(0), idx.size(1), -1).clone(), None
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("decode", [
+    lambda m: greedy(m, [0], 3),
+    lambda m: sample(m, [0], 3, seed=0),
+    lambda m: sample(m, [0], 3, top_k=2, seed=0),
+    lambda m: beam_search(m, [0], 3, beam_width=2),
+])
+def test_nan_and_plus_inf_logits_are_refused(bad, decode):
+    with pytest.raises(ValueError, match=r"NaN or \+inf logits"):
+        decode(ConstantLM([0.0, bad, 1.0]))
+
+
+def test_minus_inf_logits_are_banned_tokens_not_errors():
+    model = ConstantLM([-math.inf, 0.5, 1.0, -math.inf])
+    assert greedy(model, [0], 3) == [0, 2, 2, 2]
+    assert set(sample(model, [0], 30, seed=0)[1:]) <= {1, 2}
+    with pytest.raises(ValueError, match="every token the logit -inf"):
+        greedy(ConstantLM([-math.inf, -math.inf]), [0], 1)
+
+
+def test_filters_refuse_nan_logits():
+    logits = torch.tensor([[0.0, math.nan, 1.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        top_k_filter(logits, 2)
+    with pytest.raises(ValueError, match="NaN"):
+        top_p_filter(logits, 0.9)
+    with pytest.raises(ValueError, match="NaN"):
+        top_p_filter(logits, 1.0)
+
+
+def test_nan_length_penalty_and_temperature_are_refused():
+    model = random_bigram()
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="length_penalty"):
+            beam_search(model, [0], 3, beam_width=2, length_penalty=bad)
+        with pytest.raises(ValueError, match="temperature"):
+            sample(model, [0], 3, temperature=bad)
+
+
+def test_temperature_so_small_that_the_logits_overflow_is_a_clear_error():
+    model = random_bigram()
+    with pytest.raises(ValueError, match="temperature 1e-45: the scaled logits overflow float32"):
+        sample(model, [0], 3, temperature=1e-45)
+    assert sample(model, [0], 5, temperature=1e-30, seed=0) == greedy(model, [0], 5)  # small but finite is fine
+
+
+def test_numpy_integers_are_accepted():
+    model = random_bigram()
+    two, five = np.int64(2), np.int32(5)
+    assert greedy(model, [0], five, eos_id=np.int64(4)) == greedy(model, [0], 5, eos_id=4)
+    assert sample(model, [0], five, top_k=two, seed=np.int64(3)) == sample(model, [0], 5, top_k=2, seed=3)
+    assert beam_search(model, [0], five, beam_width=two) == beam_search(model, [0], 5, beam_width=2)
+    torch.testing.assert_close(top_k_filter(torch.tensor([1.0, 3.0, 2.0]), two),
+                               torch.tensor([-math.inf, 3.0, 2.0]))
+    assert sample(model, [0], 5, top_p=np.float64(0.9), seed=1) == sample(model, [0], 5, top_p=0.9, seed=1)
+
+
+def test_non_integer_counts_are_refused():
+    model = random_bigram()
+    with pytest.raises(TypeError, match="max_new_tokens must be an int"):
+        greedy(model, [0], 2.0)
+    with pytest.raises(TypeError, match="top_k must be an int"):
+        sample(model, [0], 2, top_k=1.5)
+    with pytest.raises(TypeError, match="beam_width must be an int"):
+        beam_search(model, [0], 2, beam_width=True)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        sample(model, [0], 2, seed=-1)

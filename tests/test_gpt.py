@@ -1,5 +1,6 @@
-"""GPT: attention against the formula and torch's SDPA, causality, shapes, init, loss, errors, and
-conversion to and from Hugging Face GPT-2 (built from a tiny random config: nothing is downloaded)."""
+"""GPT: attention against the formula and torch's SDPA, the explicit/SDPA switch, the key/value cache
+against the full forward pass, causality, shapes, init, loss, errors, and conversion to and from
+Hugging Face GPT-2 (built from a tiny random config: nothing is downloaded)."""
 import math
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse.generate import greedy
-from llmcourse.models.gpt import GPT, IGNORE_INDEX, GPTConfig
+from llmcourse.models.gpt import GPT, IGNORE_INDEX, GPTConfig, KVCache, causal_mask
+from llmcourse.train import param_groups
 
 
 TINY = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -49,7 +51,8 @@ def test_attention_equals_formula_and_torch_sdpa():
     expected, expected_weights = attention_by_formula(attn, x)
     with torch.no_grad():
         fused = attn(x)  # the SDPA path
-        explicit, weights = attn(x, return_attention=True)  # the written-out path used for heat maps
+        with model.attention("explicit", keep_weights=True):  # the written-out path used for heat maps
+            explicit, weights = attn(x), attn.weights
         # torch's own SDPA with an explicit boolean mask instead of is_causal
         C, H = 32, 2
         q, k, v = (t.view(3, 7, H, C // H).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
@@ -70,6 +73,131 @@ def test_attention_maps_are_causal_distributions():
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 2, 9))
     assert torch.all(maps.triu(1) == 0)  # nothing attends to the future
     assert torch.all(maps[..., 0, 0] == 1)  # the first token can only attend to itself
+
+
+def test_explicit_attention_equals_sdpa_for_the_whole_model_with_gradients():
+    model = randomize_(tiny_gpt(), std=0.1)
+    idx = torch.randint(0, 50, (2, 11), generator=torch.Generator().manual_seed(4))
+    logits, loss = model(idx, idx)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    with model.attention("explicit"):
+        assert all(b.attn.impl == "explicit" for b in model.transformer.h)
+        logits2, loss2 = model(idx, idx)
+        grads2 = torch.autograd.grad(loss2, list(model.parameters()))
+        assert all(b.attn.weights is None for b in model.transformer.h)  # kept only when asked
+    torch.testing.assert_close(logits2, logits, atol=1e-5, rtol=1e-5)
+    for g2, g in zip(grads2, grads):
+        torch.testing.assert_close(g2, g, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_switch_is_restored_even_when_the_body_raises():
+    model = tiny_gpt()
+    with pytest.raises(RuntimeError, match="boom"):
+        with model.attention("explicit", keep_weights=True):
+            model(torch.zeros(1, 3, dtype=torch.long))
+            raise RuntimeError("boom")
+    for block in model.transformer.h:
+        assert (block.attn.impl, block.attn.keep_weights, block.attn.weights) == ("sdpa", False, None)
+    model.set_attention("explicit")  # set_attention switches for good; a context restores that setting
+    with model.attention("sdpa"):
+        assert model.transformer.h[1].attn.impl == "sdpa"
+    assert model.transformer.h[1].attn.impl == "explicit"
+    model.set_attention("sdpa")
+    model.attention_maps(torch.zeros(1, 3, dtype=torch.long))  # uses the switch and puts it back
+    assert all(b.attn.impl == "sdpa" and b.attn.weights is None for b in model.transformer.h)
+
+
+def test_attention_switch_errors():
+    model = tiny_gpt()
+    with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
+        model.set_attention("flash")
+    with pytest.raises(ValueError, match="keep_weights needs impl='explicit'"):
+        model.set_attention("sdpa", keep_weights=True)
+
+
+def test_uncached_forward_uses_the_fused_causal_kernel(monkeypatch):
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        calls.append(kwargs)
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    tiny_gpt()(torch.zeros(2, 5, dtype=torch.long))
+    assert calls == [dict(dropout_p=0.0, is_causal=True)] * 2  # one per layer, no mask tensor built
+
+
+def test_causal_mask_with_an_offset():
+    assert causal_mask(3, 3).tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    # 2 new queries after 3 cached positions: query 0 is position 3, query 1 is position 4
+    assert causal_mask(2, 5).tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
+
+
+# ---------------------------------------------------------------- key/value cache
+
+
+@pytest.mark.parametrize("chunks", [[1] * 12, [3, 1, 1, 4, 1, 2], [7, 5], [12]])
+def test_cache_in_chunks_equals_the_full_forward(chunks):
+    model = randomize_(tiny_gpt(), std=0.1)
+    idx = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(5))
+    full, _ = model(idx)
+    cache, parts, t = model.new_cache(), [], 0
+    for n in chunks:  # a prompt of chunks[0] tokens, then the rest a few at a time
+        logits, loss = model(idx[:, t:t + n], cache=cache)
+        assert loss is None and cache.length == t + n
+        parts.append(logits)
+        t += n
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert isinstance(cache, KVCache) and cache.keys[0].shape == (3, 2, 12, 16)  # (B, H, length, D)
+
+
+def test_cache_with_explicit_attention_and_the_weights_it_keeps():
+    model = randomize_(tiny_gpt(), std=0.1)
+    idx = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(6))
+    maps = model.attention_maps(idx)  # (L, B, H, 9, 9)
+    cache = model.new_cache()
+    with model.attention("explicit", keep_weights=True):
+        model(idx[:, :6], cache=cache)
+        logits, _ = model(idx[:, 6:], cache=cache)
+        last = model.transformer.h[1].attn.weights  # (B, H, 3, 9): rows 6..8 of the full maps
+    torch.testing.assert_close(logits, model(idx)[0][:, 6:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last, maps[1, :, :, 6:], atol=1e-6, rtol=1e-5)
+
+
+def test_cache_reorder_follows_the_rows():
+    model = randomize_(tiny_gpt(), std=0.1)
+    idx = torch.randint(0, 50, (3, 8), generator=torch.Generator().manual_seed(7))
+    rows = torch.tensor([2, 0, 0])
+    cache = model.new_cache()
+    model(idx[:, :5], cache=cache)
+    cache.reorder(rows)
+    logits, _ = model(idx[rows, 5:], cache=cache)
+    torch.testing.assert_close(logits, model(idx[rows])[0][:, 5:], atol=1e-5, rtol=1e-5)
+
+
+def test_cache_errors():
+    model = tiny_gpt()
+    cache = model.new_cache()
+    model(torch.zeros(2, 10, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="the cache holds 10 positions and idx adds 7: 17 would exceed block_size 16"):
+        model(torch.zeros(2, 7, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="the cache holds 2 sequences but idx has 3 rows"):
+        model(torch.zeros(3, 1, dtype=torch.long), cache=cache)
+    with pytest.raises(TypeError, match="KVCache"):
+        model(torch.zeros(1, 1, dtype=torch.long), cache=[None, None])
+    with pytest.raises(TypeError, match="KVCache"):
+        model(torch.zeros(1, 1, dtype=torch.long), cache=tiny_gpt(n_layer=3).new_cache())
+    with pytest.raises(ValueError, match="vocabulary has 50 ids"):
+        model(torch.tensor([[50]]), cache=model.new_cache())
+
+
+def test_hidden_states_feed_the_output_layer():
+    model = randomize_(tiny_gpt(), std=0.1)
+    idx = torch.randint(0, 50, (2, 6))
+    h = model.hidden_states(idx)
+    assert h.shape == (2, 6, 32)
+    torch.testing.assert_close(model.lm_head(h), model(idx)[0])
 
 
 def test_forward_shapes_and_causality():
@@ -127,24 +255,13 @@ def test_tiny_model_overfits_one_sequence():
     model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=32))
     seq = torch.randint(0, 20, (1, 17))
     x, y = seq[:, :-1], seq[:, 1:]
-    opt = model.configure_optimizers(weight_decay=0.0, learning_rate=1e-2, betas=(0.9, 0.95), device_type="cpu")
+    opt = torch.optim.AdamW(param_groups(model, 0.0), lr=1e-2, betas=(0.9, 0.95))
     for _ in range(150):
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     assert loss.item() < 0.1
-
-
-def test_configure_optimizers_decays_matrices_only():
-    model = tiny_gpt()
-    opt = model.configure_optimizers(weight_decay=0.1, learning_rate=3e-4, betas=(0.9, 0.95), device_type="cpu")
-    assert isinstance(opt, torch.optim.AdamW)
-    decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
-    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
-    assert not opt.defaults.get("fused")
 
 
 def test_dropout_only_in_training_mode():
@@ -193,9 +310,7 @@ def test_cuda_bf16_autocast_matches_float32():
     assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
     torch.testing.assert_close(logits.float(), ref, atol=0.05, rtol=0.05)
     loss.backward()
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type="cuda")
-    assert opt.defaults.get("fused") is True
-    opt.step()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.skipif(not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()), reason="needs MPS")

@@ -105,10 +105,34 @@ def test_lstm_is_causal_and_batch_independent():
 def test_lstm_state_carries_across_chunks():
     m = LSTMLM(V, emb_dim=8, hidden_size=8, num_layers=2).eval()
     idx = ids(B=2, T=10)
-    whole, _ = m.forward_with_state(idx)
-    first, state = m.forward_with_state(idx[:, :6])
-    second, _ = m.forward_with_state(idx[:, 6:], state)
-    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=1e-5, atol=1e-6)
+    whole, _ = m(idx)
+    state = m.new_cache()
+    first, loss = m(idx[:, :6], cache=state)
+    assert loss is None and state.h.shape == state.c.shape == (2, 2, 8)  # (num_layers, B, hidden)
+    second, _ = m(idx[:, 6:7], cache=state)
+    third, _ = m(idx[:, 7:], cache=state)
+    torch.testing.assert_close(torch.cat([first, second, third], dim=1), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_state_reorder_follows_the_rows():
+    m = LSTMLM(V, emb_dim=8, hidden_size=8, num_layers=2).eval()
+    idx = ids(B=3, T=8)
+    rows = torch.tensor([1, 1, 0, 2])
+    state = m.new_cache()
+    m(idx[:, :5], cache=state)
+    state.reorder(rows)
+    rest, _ = m(idx[rows, 5:], cache=state)
+    torch.testing.assert_close(rest, m(idx[rows])[0][:, 5:], rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_state_errors():
+    m = LSTMLM(V, emb_dim=8, hidden_size=8)
+    state = m.new_cache()
+    m(ids(B=2, T=3), cache=state)
+    with pytest.raises(ValueError, match="the state holds 2 sequences but idx has 3 rows"):
+        m(ids(B=3, T=1), cache=state)
+    with pytest.raises(TypeError, match="LSTMState"):
+        m(ids(B=1, T=1), cache=(torch.zeros(1, 1, 8), torch.zeros(1, 1, 8)))
 
 
 def test_lstm_weight_tying():

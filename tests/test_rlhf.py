@@ -235,22 +235,25 @@ def test_check_responses_rejects_bad_masks():
         rlhf.check_responses(seqs, torch.ones(2, 4, dtype=torch.bool))
 
 
-def test_cached_forward_matches_full_forward():
+def test_sample_responses_reads_each_token_once_through_the_model_cache():
     model = tiny_gpt(1, std=0.3)
-    idx = torch.randint(0, 12, (3, 8), generator=torch.Generator().manual_seed(0))
-    full, _ = model(idx)  # (B, T, V)
-    cache = [None] * 2
-    h = rlhf._cached_forward(model, idx[:, :3], 0, cache)  # a 3-token prompt, then one token at a time
-    steps = [model.lm_head(h)]
-    for t in range(3, 8):
-        steps.append(model.lm_head(rlhf._cached_forward(model, idx[:, t:t + 1], t, cache)))
-    assert torch.allclose(torch.stack(steps, 1), full[:, 2:], atol=1e-5)
+    lengths = []  # tokens embedded per forward pass
+    handle = model.transformer.wte.register_forward_pre_hook(lambda m, args: lengths.append(args[0].size(1)))
+    try:
+        seqs, mask = rlhf.sample_responses(model, [EOS, 5, 6], 4, 6, eos_id=99,
+                                           generator=torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert lengths == [3, 1, 1, 1, 1, 1]  # the prompt once, then one new token per step (no eos: 6 tokens)
+    assert mask.all() and seqs.shape == (4, 9)
 
 
 def test_sample_responses_matches_generate_sample_and_is_seeded():
     model = tiny_gpt(2, std=0.3)
     seqs, mask = rlhf.sample_responses(model, [EOS, 5], 16, 7, EOS, torch.Generator().manual_seed(3))
     ref = generate.sample(model, torch.tensor([[EOS, 5]] * 16), 7, seed=3, eos_id=EOS)  # (16, <=9)
+    assert torch.equal(ref, generate.sample(model, torch.tensor([[EOS, 5]] * 16), 7, seed=3, eos_id=EOS,
+                                            use_cache=False))
     for row, m, r in zip(seqs, mask, ref):
         n = int(m.sum())
         assert row[2:2 + n].tolist() == r[2:2 + n].tolist()
@@ -266,22 +269,26 @@ def test_sample_responses_bad_input():
     g = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match="block_size"):
         rlhf.sample_responses(model, [EOS, 4], 2, 10, EOS, g)  # 2 + 10 - 1 > 10
-    with pytest.raises(TypeError, match="generator"):
+    with pytest.raises(TypeError, match="torch.Generator"):
         rlhf.sample_responses(model, [EOS], 2, 3, EOS, 0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        rlhf.sample_responses(model, [EOS], 2, 3, EOS, g, temperature=0.0)
+    with pytest.raises(TypeError, match="llmcourse.models.GPT"):
+        rlhf.sample_responses(torch.nn.Linear(2, 2), [EOS], 2, 3, EOS, g)
     with pytest.raises(ValueError, match="prompt"):
         rlhf.sample_responses(model, [], 2, 3, EOS, g)
 
 
-def test_token_logprobs_and_sequence_kl():
+def test_response_logprobs_and_sequence_kl():
     model = tiny_gpt(3, std=0.3)
     seqs, mask = rlhf.encode_responses([[4, 5, 6], [7, 8]], [EOS, 9], 4, EOS)
-    logp = rlhf.token_logprobs(model, seqs, prompt_len=2)  # (2, 4)
+    logp = rlhf.response_logprobs(model, seqs, prompt_len=2)  # (2, 4)
     logits, _ = model(seqs)
     by_hand = torch.log_softmax(logits[0, 1], -1)[4] + torch.log_softmax(logits[0, 2], -1)[5]
     assert torch.allclose(logp[0, :2].sum(), by_hand, atol=1e-5)
     assert torch.allclose(rlhf.sequence_kl(logp, logp, mask), torch.zeros(2))
     other = tiny_gpt(4, std=0.3)
-    kl = rlhf.sequence_kl(logp, rlhf.token_logprobs(other, seqs, 2), mask)
+    kl = rlhf.sequence_kl(logp, rlhf.response_logprobs(other, seqs, 2), mask)
     assert kl.shape == (2,) and not torch.allclose(kl, torch.zeros(2))
 
 

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -31,6 +30,7 @@ import torch.nn as nn
 from torch.nn.utils import prune
 
 from llmcourse.data.batching import LMBatcher
+from llmcourse.models.gpt import GPT
 
 
 # ---- throughput -----------------------------------------------------------------------------------
@@ -118,28 +118,18 @@ def measure_throughput(model: nn.Module, get_batch: Callable, steps: int = 10, w
 
 @contextlib.contextmanager
 def explicit_attention(model: nn.Module):
-    """Inside the ``with`` block, every ``CausalSelfAttention`` of ``model`` computes
-    ``softmax(QK^T/sqrt(d) + mask) V`` step by step (the path ``GPT.attention_maps`` uses), forming the
-    (T, T) weight matrix of every head, instead of calling the fused SDPA kernel. Same function,
-    different speed and memory."""
-    from llmcourse.models.gpt import CausalSelfAttention
-
-    layers = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
-    if not layers:
-        raise ValueError("the model has no llmcourse CausalSelfAttention layers to switch")
-
-    def forward(layer, x):
-        return CausalSelfAttention.forward(layer, x, return_attention=True)[0]
-
-    for layer in layers:
-        # An instance attribute shadows the class's forward. A bound method (not a closure), so that
-        # copy.deepcopy of the model binds the copy's forward to the copied layer.
-        layer.forward = types.MethodType(forward, layer)
-    try:
+    """Inside the ``with`` block, every :class:`~llmcourse.models.GPT` in ``model`` (the model itself, or
+    the body of a reward or policy model) computes attention as ``softmax(QK^T/sqrt(d) + mask) V``
+    written out (the path ``GPT.attention_maps`` uses), forming the (T, T) weight matrix of every head,
+    instead of calling the fused SDPA kernel: the model's own switch, ``GPT.attention("explicit")``.
+    Same function, different speed and memory; the previous setting comes back afterwards."""
+    gpts = [m for m in model.modules() if isinstance(m, GPT)]
+    if not gpts:
+        raise ValueError(f"{type(model).__name__} holds no llmcourse GPT (no CausalSelfAttention layers) to switch")
+    with contextlib.ExitStack() as stack:
+        for gpt in gpts:
+            stack.enter_context(gpt.attention("explicit"))
         yield model
-    finally:
-        for layer in layers:
-            del layer.forward
 
 
 # ---- gradient accumulation ------------------------------------------------------------------------

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from llmcourse.chapters.rlhf import _check_gpt, check_responses, gpt_hidden, sample_responses, sequence_kl, token_logprobs
+from llmcourse.chapters.rlhf import (check_gpt, check_responses, gpt_hidden, response_logprobs, sample_responses,
+                                     sequence_kl)
+from llmcourse.core.checks import check_finite, check_int, eval_mode
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -108,9 +110,7 @@ class FixedKLController:
     """A constant KL coefficient β."""
 
     def __init__(self, beta: float) -> None:
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
-            raise ValueError(f"beta must be a number >= 0, got {beta!r}")
-        self.beta = float(beta)
+        self.beta = check_finite("beta", beta, 0.0)
 
     def update(self, kl: float, n_steps: int) -> None:
         pass
@@ -122,11 +122,8 @@ class AdaptiveKLController(FixedKLController):
 
     def __init__(self, beta: float, target: float, horizon: int = 10000) -> None:
         super().__init__(beta)
-        if not isinstance(target, (int, float)) or not target > 0:
-            raise ValueError(f"target KL must be a number > 0, got {target!r}")
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
-        self.target, self.horizon = float(target), horizon
+        self.target = check_finite("target KL", target, 0.0, strict=True)
+        self.horizon = check_int("horizon", horizon, 1)
 
     def update(self, kl: float, n_steps: int) -> None:
         error = min(max(kl / self.target - 1.0, -0.2), 0.2)
@@ -140,7 +137,7 @@ class PolicyWithValue(nn.Module):
 
     def __init__(self, gpt) -> None:
         super().__init__()
-        self.gpt = _check_gpt(gpt, "gpt")
+        self.gpt = check_gpt(gpt, "gpt")
         self.value_head = nn.Linear(gpt.config.n_embd, 1)
         nn.init.zeros_(self.value_head.weight)  # V = 0 at the start: no made-up baseline
         nn.init.zeros_(self.value_head.bias)
@@ -180,9 +177,7 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "max_new_tokens", "ppo_epochs", "minibatch_size", "horizon"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"PPOConfig.{name} must be an int >= 1, got {v!r}")
+            setattr(self, name, check_int(f"PPOConfig.{name}", getattr(self, name), 1))
         if self.minibatch_size > self.batch_size:
             raise ValueError(f"PPOConfig.minibatch_size ({self.minibatch_size}) must be <= batch_size ({self.batch_size})")
         if not self.lr > 0 or self.beta < 0 or self.vf_coef < 0 or not self.grad_clip > 0:
@@ -202,7 +197,7 @@ def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: S
     """
     if not isinstance(policy, PolicyWithValue):
         raise TypeError(f"policy must be a PolicyWithValue, got {type(policy).__name__}")
-    _check_gpt(reference, "reference")
+    check_gpt(reference, "reference")
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
     cfg, P = config, len(prompt)
@@ -218,11 +213,10 @@ def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: S
         # 1. rollout: responses from the current policy, their scores and the quantities PPO holds fixed
         seqs, mask = sample_responses(policy.gpt, prompt, cfg.batch_size, cfg.max_new_tokens, eos_id, generator,
                                       pad_id=pad_id)
-        with torch.no_grad():
-            policy.eval()
+        with eval_mode(policy):
             scores = reward_fn(seqs, mask).float()  # (B,)
             old_logp, old_values = policy.evaluate(seqs, mask)  # (B, L) each
-            ref_logp = token_logprobs(reference, seqs, P)  # (B, L)
+            ref_logp = response_logprobs(reference, seqs, P)  # (B, L)
             beta = kl_ctl.beta
             rewards = kl_penalized_rewards(scores, old_logp, ref_logp, mask, beta)
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)

@@ -26,12 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.data.batching import IGNORE_INDEX
+from llmcourse.core.checks import IGNORE_INDEX, check_finite, check_generator, check_int, eval_mode, model_device
 from llmcourse.models.gpt import GPT, GPTConfig
 
 
 # ---- checks -------------------------------------------------------------------------------------
-def _check_gpt(model, name: str = "model") -> GPT:
+def check_gpt(model, name: str = "model") -> GPT:
+    """``model`` if it is an llmcourse GPT (the pieces here read its hidden states and its cache)."""
     if not isinstance(model, GPT):
         raise TypeError(f"{name} must be an llmcourse.models.GPT, got {type(model).__name__}")
     return model
@@ -67,8 +68,7 @@ def encode_responses(id_lists: Sequence[Sequence[int]], prompt: Sequence[int], m
                      pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Response batch of given token lists (e.g. human reviews): each cut to ``max_len`` tokens, with
     ``<eos>`` appended when it fits (a complete text), exactly as :func:`sample_responses` shapes samples."""
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be an int >= 1, got {max_len!r}")
+    max_len = check_int("max_len", max_len, 1)
     if isinstance(id_lists, (str, torch.Tensor)) or len(id_lists) == 0:
         raise ValueError("id_lists must be a non-empty list of token-id lists")
     prompt = list(prompt)
@@ -84,60 +84,31 @@ def encode_responses(id_lists: Sequence[Sequence[int]], prompt: Sequence[int], m
     return seqs, mask
 
 
-def _cached_forward(model: GPT, idx: torch.Tensor, start: int, cache: list) -> torch.Tensor:
-    """The GPT's forward pass for new tokens ``idx`` (B, T) at positions ``start..start+T-1``, reusing the
-    keys and values of earlier positions from ``cache`` (one (k, v) pair per layer, extended in place).
-    Returns the final hidden state of the last position (B, C). Eval mode only (no dropout)."""
-    B, T = idx.shape
-    tr = model.transformer
-    x = tr.wte(idx) + tr.wpe(torch.arange(start, start + T, device=idx.device))  # (B, T, C)
-    for i, block in enumerate(tr.h):
-        attn = block.attn
-        C, H = attn.n_embd, attn.n_head
-        q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)  # 3 x (B, T, C)
-        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-        if cache[i] is not None:  # earlier positions: computed once, not at every step
-            k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
-        cache[i] = (k, v)
-        # the prompt (cache empty) needs the causal mask; one new token may see every cached position
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=start == 0 and T > 1)  # (B, H, T, D)
-        x = x + attn.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-        x = x + block.mlp(block.ln_2(x))
-    return tr.ln_f(x[:, -1])  # (B, C)
-
-
-@torch.no_grad()
 def sample_responses(model: GPT, prompt: Sequence[int], n: int, max_new_tokens: int, eos_id: int,
                      generator: torch.Generator, temperature: float = 1.0, pad_id: int = 0):
     """Sample ``n`` responses to ``prompt`` at once: a response batch ``(seqs, mask)``.
 
     Each step feeds only the newest token and keeps the attention keys and values of the earlier ones
-    (a KV cache), and the output layer runs at the last position only: about ``L / 2`` times less
+    (the GPT's KV cache), and the output layer runs at the last position only: about ``L / 2`` times less
     work than re-running the whole sequence per token. A row stops at its first ``eos_id``; the rest is
     ``pad_id``. Draws come from ``generator`` (on the CPU), so a seed gives the same samples anywhere.
     """
-    _check_gpt(model)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a seeded torch.Generator, got {type(generator).__name__}")
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    check_gpt(model)
+    n = check_int("n", n, 1)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
+    check_generator(generator, "samples")
+    temperature = check_finite("temperature", temperature, 0.0, strict=True)
     prompt = list(prompt)
     P = len(prompt)
     if P == 0:
         raise ValueError("prompt must hold at least one token (e.g. [eos])")
     if P + max_new_tokens - 1 > model.block_size:
         raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) - 1 exceeds block_size {model.block_size}")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    device = model_device(model)
+    with eval_mode(model):
         idx = torch.tensor(prompt, dtype=torch.long, device=device).repeat(n, 1)  # (n, P)
-        cache: list = [None] * len(model.transformer.h)
-        h = _cached_forward(model, idx, 0, cache)  # (n, C)
+        cache = model.new_cache()
+        h = model.hidden_states(idx, cache)[:, -1]  # (n, C): only the last position is decoded
         out = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         for t in range(max_new_tokens):
@@ -147,9 +118,7 @@ def sample_responses(model: GPT, prompt: Sequence[int], n: int, max_new_tokens: 
             done = done | (nxt == eos_id)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
-            h = _cached_forward(model, nxt.unsqueeze(1), P + t, cache)
-    finally:
-        model.train(was_training)
+            h = model.hidden_states(nxt.unsqueeze(1), cache)[:, -1]  # (n, C)
     # real tokens: up to and including the first eos (a row without eos is real to the end)
     is_eos = out == eos_id
     before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # eos tokens strictly before position t
@@ -161,14 +130,10 @@ def sample_responses(model: GPT, prompt: Sequence[int], n: int, max_new_tokens: 
 def gpt_hidden(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """Final hidden states (B, T, C) of a GPT (after ``ln_f``), i.e. the input of its output layer.
     Reward and value heads read these instead of the next-token logits."""
-    model._check_input(idx, None)
-    x = model._embed(idx)  # (B, T, C)
-    for block in model.transformer.h:
-        x = block(x)
-    return model.transformer.ln_f(x)  # (B, T, C)
+    return check_gpt(model).hidden_states(idx)  # (B, T, C)
 
 
-def token_logprobs(model: GPT, seqs: torch.Tensor, prompt_len: int) -> torch.Tensor:
+def response_logprobs(model: GPT, seqs: torch.Tensor, prompt_len: int) -> torch.Tensor:
     """``log π(y_k | prompt, y_<k)`` for every response position (B, L); padding positions hold
     whatever the pad id scores (multiply by ``mask``). Differentiable."""
     logits, _ = model(seqs[:, :-1])  # (B, P + L - 1, V)
@@ -223,9 +188,9 @@ class RewardModel(nn.Module):
     def from_gpt(cls, model: GPT) -> "RewardModel":
         """A reward model whose body starts as a copy of ``model`` (usually the SFT model, which already
         reads the texts it will judge)."""
-        rm = cls(_check_gpt(model).config)
+        rm = cls(check_gpt(model).config)
         rm.body.load_state_dict(model.state_dict())
-        return rm.to(next(model.parameters()).device)
+        return rm.to(model_device(model))
 
     def score(self, seqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         P = check_responses(seqs, mask)
@@ -303,15 +268,15 @@ class DPOObjective(nn.Module):
 
     def __init__(self, policy: GPT, reference: GPT, beta: float = 0.1) -> None:
         super().__init__()
-        self.policy, self.reference, self.beta = _check_gpt(policy, "policy"), _check_gpt(reference, "reference"), beta
+        self.policy, self.reference, self.beta = check_gpt(policy, "policy"), check_gpt(reference, "reference"), beta
         self.reference.requires_grad_(False)
 
     def forward(self, seqs, mask, rejected, rejected_mask):
         P = check_responses(seqs, mask)
         both, both_mask = torch.cat([seqs, rejected]), torch.cat([mask, rejected_mask])  # (2B, ...)
-        logp = (token_logprobs(self.policy, both, P) * both_mask).sum(dim=1)  # (2B,)
+        logp = (response_logprobs(self.policy, both, P) * both_mask).sum(dim=1)  # (2B,)
         with torch.no_grad():
-            ref = (token_logprobs(self.reference, both, P) * both_mask).sum(dim=1)
+            ref = (response_logprobs(self.reference, both, P) * both_mask).sum(dim=1)
         B = seqs.size(0)
         margins = self.beta * ((logp[:B] - ref[:B]) - (logp[B:] - ref[B:]))
         return margins.detach(), dpo_loss(logp[:B], logp[B:], ref[:B], ref[B:], self.beta)
@@ -320,13 +285,12 @@ class DPOObjective(nn.Module):
 def best_of_n_kl_bound(n: int) -> float:
     """KL(best-of-n ‖ base) = ``log n - (n - 1) / n`` nats for a continuous reward without ties
     (Stiennon et al., 2020; an upper bound in general, Beirami et al., 2024)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    n = check_int("n", n, 1)
     return math.log(n) - (n - 1) / n
 
 
 __all__ = [
-    "DPOObjective", "RewardModel", "best_of_n_kl_bound", "bradley_terry_loss", "check_responses", "dpo_loss",
-    "encode_responses", "gpt_hidden", "pair_batcher", "platt_scale", "sample_responses", "sequence_kl",
-    "sft_batcher", "token_logprobs",
+    "DPOObjective", "RewardModel", "best_of_n_kl_bound", "bradley_terry_loss", "check_gpt", "check_responses",
+    "dpo_loss", "encode_responses", "gpt_hidden", "pair_batcher", "platt_scale", "response_logprobs",
+    "sample_responses", "sequence_kl", "sft_batcher",
 ]

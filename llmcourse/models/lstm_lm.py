@@ -11,16 +11,33 @@ output. Here:
   2017): the output layer reuses the embedding matrix.
 
 ``forward(idx, targets=None) -> (logits, loss)`` like the other models; ``block_size`` is ``None`` because
-the recurrence has no maximal context. :meth:`LSTMLM.forward_with_state` carries the hidden state for
-fast token-by-token generation.
+the recurrence has no maximal context. For token-by-token generation the (h, c) state is carried the way
+a GPT carries its key/value cache: ``state = model.new_cache()``, then ``model(idx, cache=state)`` reads
+the state, runs on from it and stores the new one (:class:`LSTMState`).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from llmcourse.core.checks import check_token_ids
 from llmcourse.models.mlp_lm import lm_loss
+
+
+@dataclass
+class LSTMState:
+    """The (h, c) state of an :class:`LSTMLM` after the tokens it has read, each (num_layers, B, hidden);
+    ``None`` before the first token (nn.LSTM then starts from zeros)."""
+
+    h: torch.Tensor | None = None
+    c: torch.Tensor | None = None
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep the batch rows ``rows`` (in that order, repeats allowed): beam search follows its beams."""
+        if self.h is not None:
+            self.h, self.c = self.h[:, rows], self.c[:, rows]  # batch is axis 1 of an LSTM state
 
 
 class LSTMLM(nn.Module):
@@ -66,13 +83,24 @@ class LSTMLM(nn.Module):
         else:
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
 
-    def forward_with_state(self, idx: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """(B, T) ids and an optional (h, c) state -> ((B, T, V) logits, new (h, c) state)."""
-        check_token_ids(idx, self.vocab_size)
-        x = self.drop(self.embedding(idx))  # (B, T, emb_dim)
-        out, state = self.lstm(x, state)  # (B, T, hidden), h and c: (num_layers, B, hidden)
-        return self.head(self.drop(out)), state  # (B, T, V)
+    def new_cache(self) -> LSTMState:
+        """An empty state for decoding: pass it to every ``forward`` of one generation."""
+        return LSTMState()
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        logits, _ = self.forward_with_state(idx)
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: LSTMState | None = None):
+        """(B, T) ids -> ``((B, T, V) logits, loss or None)``. With ``cache`` the LSTM starts from its
+        state (the tokens read before) and leaves the state after ``idx`` in it."""
+        check_token_ids(idx, self.vocab_size)
+        state = None
+        if cache is not None:
+            if not isinstance(cache, LSTMState):
+                raise TypeError(f"cache must be an LSTMState from new_cache(), got {type(cache).__name__}")
+            if cache.h is not None and cache.h.size(1) != idx.size(0):
+                raise ValueError(f"the state holds {cache.h.size(1)} sequences but idx has {idx.size(0)} rows")
+            state = None if cache.h is None else (cache.h, cache.c)
+        x = self.drop(self.embedding(idx))  # (B, T, emb_dim)
+        out, (h, c) = self.lstm(x, state)  # (B, T, hidden), h and c: (num_layers, B, hidden)
+        if cache is not None:
+            cache.h, cache.c = h, c
+        logits = self.head(self.drop(out))  # (B, T, V)
         return logits, lm_loss(logits, targets, self.vocab_size, idx.shape)
