@@ -7,8 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import transformers  # a test requirement: its absence must fail the suite, not skip these tests
+
+from llmcourse.core.checks import IGNORE_INDEX
 from llmcourse.generate import greedy
-from llmcourse.models.gpt import GPT, IGNORE_INDEX, GPTConfig, KVCache, causal_mask
+from llmcourse.models.gpt import GPT, GPTConfig, KVCache, causal_mask
 from llmcourse.train import param_groups
 
 
@@ -326,7 +329,6 @@ def test_mps_matches_cpu():
 
 
 def tiny_hf_gpt2():
-    transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(
         vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=2, bos_token_id=None, eos_token_id=None
     )
@@ -357,7 +359,6 @@ def test_from_hf_same_logits_and_greedy_tokens():
 def test_to_hf_same_logits_and_greedy_tokens(bias):
     from llmcourse.models.hf_convert import gpt_from_hf, gpt_to_hf
 
-    pytest.importorskip("transformers")
     ours = randomize_(tiny_gpt(bias=bias), std=0.2, seed=7)
     hf = gpt_to_hf(ours)
     assert not hf.training and hf.config.n_positions == 16 and hf.config.activation_function == "gelu_new"
@@ -375,7 +376,6 @@ def test_to_hf_same_logits_and_greedy_tokens(bias):
 def test_hf_conversion_errors():
     from llmcourse.models.hf_convert import gpt_from_hf, gpt_to_hf
 
-    transformers = pytest.importorskip("transformers")
     with pytest.raises(TypeError, match="GPT2LMHeadModel"):
         gpt_from_hf(tiny_gpt())
     with pytest.raises(TypeError, match="llmcourse GPT"):
@@ -417,6 +417,5 @@ def test_output_bias_errors():
         model.init_output_bias(-torch.ones(20))
     with pytest.raises(TypeError, match="head_bias must be a bool"):
         GPTConfig(head_bias=1)
-    pytest.importorskip("transformers")
     with pytest.raises(ValueError, match="no output-layer bias"):
         gpt_to_hf(model)

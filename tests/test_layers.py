@@ -125,6 +125,27 @@ def test_no_module_uses_another_modules_private_names(graph):
         "\n".join(violations)
 
 
+def test_one_ignore_index_and_no_local_copies_of_the_shared_checks(graph):
+    trees, _ = graph
+    shared = {"IGNORE_INDEX", "_check_int", "_model_device", "_eval_mode", "_check_texts", "_check_generator",
+              "check_ids"}
+    copies = []
+    for module, tree in trees.items():
+        if module == "llmcourse.core.checks":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in shared:
+                copies.append(f"{module}: def {node.name}")
+            elif isinstance(node, ast.Assign):
+                copies += [f"{module}: {t.id} = ..." for t in node.targets if isinstance(t, ast.Name) and t.id in shared]
+            elif isinstance(node, ast.Constant) and node.value == -100:
+                copies.append(f"{module}:{node.lineno}: the literal -100 (use IGNORE_INDEX)")
+            elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and \
+                    isinstance(node.operand, ast.Constant) and node.operand.value == 100:
+                copies.append(f"{module}:{node.lineno}: the literal -100 (use IGNORE_INDEX)")
+    assert not copies, "use llmcourse.core.checks instead of local copies:\n" + "\n".join(copies)
+
+
 def test_the_checks_above_can_fail():
     # the same functions on a made-up upward import and a private access
     tree = ast.parse("from llmcourse.book.viz import setup\nfrom llmcourse.models.gpt import _secret\nx = m._hidden\n")

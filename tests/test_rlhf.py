@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from llmcourse import generate
 from llmcourse.chapters import ppo
 from llmcourse.chapters import rlhf
-from llmcourse.data.batching import IGNORE_INDEX
+from llmcourse.core.checks import IGNORE_INDEX
 from llmcourse.models.gpt import GPT, GPTConfig
 
 EOS, PAD = 3, 0

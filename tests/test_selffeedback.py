@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmcourse import generate
-from llmcourse.data.batching import IGNORE_INDEX, random_batches
+from llmcourse.core.checks import IGNORE_INDEX
+from llmcourse.data.batching import random_batches
 from llmcourse.models import GPT, GPTConfig
 from llmcourse.chapters.selffeedback import (
     FilteredConfig, SelfFeedbackConfig, articles_pseudo_loss, check_addition, check_lambda, completion_batch,
