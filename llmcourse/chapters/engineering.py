@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
+from llmcourse.core.checks import model_device
 from llmcourse.data.batching import LMBatcher
 from llmcourse.models.gpt import GPT
 
@@ -69,7 +70,7 @@ def measure_throughput(model: nn.Module, get_batch: Callable, steps: int = 10, w
         raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device = next(model.parameters()).device
+    device = model_device(model)
     # A snapshot rather than copy.deepcopy: pruned modules hold a computed (non-leaf) weight that
     # cannot be deep-copied.
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}

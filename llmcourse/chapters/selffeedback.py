@@ -46,6 +46,17 @@ def check_lambda(lam) -> float:
     return float(lam)
 
 
+def _check_update_fields(cfg) -> None:
+    """The fields both loops' configs share: learning rate, sampling temperature, clipping, eos id."""
+    name = type(cfg).__name__
+    check_finite(f"{name}.lr", cfg.lr, 0.0, strict=True)
+    check_finite(f"{name}.temperature", cfg.temperature, 0.0, strict=True)
+    if cfg.grad_clip is not None:
+        check_finite(f"{name}.grad_clip", cfg.grad_clip, 0.0, strict=True)
+    if cfg.eos_id is not None:
+        check_int(f"{name}.eos_id", cfg.eos_id, 0)
+
+
 def _check_prompts(prompts) -> list[list[int]]:
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() != 2:
@@ -278,12 +289,7 @@ class SelfFeedbackConfig:
             raise ValueError(f"SelfFeedbackConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"SelfFeedbackConfig.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        check_finite("SelfFeedbackConfig.lr", self.lr, 0.0, strict=True)
-        check_finite("SelfFeedbackConfig.temperature", self.temperature, 0.0, strict=True)
-        if self.grad_clip is not None:
-            check_finite("SelfFeedbackConfig.grad_clip", self.grad_clip, 0.0, strict=True)
-        if self.eos_id is not None:
-            check_int("SelfFeedbackConfig.eos_id", self.eos_id, 0)
+        _check_update_fields(self)
 
 
 def _optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
@@ -479,12 +485,7 @@ class FilteredConfig:
         for name, minimum in (("rounds", 1), ("k", 1), ("steps_per_round", 1), ("batch_size", 1),
                               ("max_new_tokens", 1), ("seed", 0)):
             check_int(f"FilteredConfig.{name}", getattr(self, name), minimum)
-        check_finite("FilteredConfig.lr", self.lr, 0.0, strict=True)
-        check_finite("FilteredConfig.temperature", self.temperature, 0.0, strict=True)
-        if self.grad_clip is not None:
-            check_finite("FilteredConfig.grad_clip", self.grad_clip, 0.0, strict=True)
-        if self.eos_id is not None:
-            check_int("FilteredConfig.eos_id", self.eos_id, 0)
+        _check_update_fields(self)
 
 
 def filtered_self_training(model: nn.Module, prompts, verifier: Callable[[list[int], list[int]], bool],

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmcourse.core.checks import IGNORE_INDEX, check_targets, check_token_ids, reads_values
+from llmcourse.core.checks import IGNORE_INDEX, check_targets, check_token_ids, model_device, reads_values
 
 
 @dataclass
@@ -411,7 +411,7 @@ def bert_from_hf(hf_model) -> BertForMaskedLM | BertForSequenceClassification:
         if w.shape != ours_sd[name].shape:
             raise ValueError(f"{name}: Hugging Face shape {tuple(w.shape)}, ours {tuple(ours_sd[name].shape)}")
     model.load_state_dict(new_sd)
-    device = next(hf_model.parameters()).device
+    device = model_device(hf_model)
     return model.to(device).train(hf_model.training)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from llmcourse.core.checks import model_device
 from llmcourse.models.gpt import GPT, GPTConfig
 
 # Weights stored by Hugging Face's Conv1D as (in, out): transposed relative to nn.Linear.
@@ -81,7 +82,7 @@ def gpt_to_hf(model: GPT):
         if new_sd[name].shape != target.shape:
             raise ValueError(f"{name}: shape {tuple(new_sd[name].shape)} but Hugging Face expects {tuple(target.shape)}")
     hf.load_state_dict(new_sd)
-    device = next(model.parameters()).device
+    device = model_device(model)
     return hf.to(device).train(model.training)
 
 
@@ -132,5 +133,5 @@ def gpt_from_hf(hf_model) -> GPT:
         w = sd[name]
         new_sd[name] = w.t().contiguous() if _is_conv1d(name) else w
     model.load_state_dict(new_sd)
-    device = next(hf_model.parameters()).device
+    device = model_device(hf_model)
     return model.to(device).train(hf_model.training)
