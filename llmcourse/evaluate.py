@@ -185,12 +185,10 @@ def lm_perplexity(model: torch.nn.Module, stream: torch.Tensor, block_size: int,
 def seq_repetition(ids: Sequence[int], n: int = 4) -> float:
     """Share of the ``n``-grams of one sequence that repeat an ``n``-gram seen earlier in it:
     ``1 - unique / total`` (Welleck et al.'s *seq-rep-n*). 0 = no repeat; near 1 = a loop."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    if isinstance(ids, torch.Tensor):
-        if ids.dim() != 1:
-            raise ValueError(f"ids must be one 1-D sequence, got shape {tuple(ids.shape)}")
-        ids = ids.tolist()
+    n = check_int("n", n, 1)
+    if isinstance(ids, torch.Tensor) and ids.dim() != 1:
+        raise ValueError(f"ids must be one 1-D sequence, got shape {tuple(ids.shape)}")
+    ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
     if isinstance(ids, (bytes, bytearray)) or not isinstance(ids, Sequence):
         raise TypeError(f"ids must be a sequence of tokens (list of ids or a str), got {type(ids).__name__}")
     grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]

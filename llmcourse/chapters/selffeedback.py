@@ -57,6 +57,13 @@ def _check_update_fields(cfg) -> None:
         check_int(f"{name}.eos_id", cfg.eos_id, 0)
 
 
+def _check_model_and_config(model, config, config_class: type) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, config_class):
+        raise TypeError(f"config must be a {config_class.__name__}, got {type(config).__name__}")
+
+
 def _check_prompts(prompts) -> list[list[int]]:
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() != 2:
@@ -332,10 +339,7 @@ def self_feedback(model: nn.Module, real_stream: torch.Tensor, prompt_pool, conf
     NaN where the loss is not used or at iteration 0), ``samples`` (each iteration's pseudo-samples,
     ``None`` at λ = 1, where none are needed), ``prompt_lens``, and the ``eval_fn`` keys.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(config, SelfFeedbackConfig):
-        raise TypeError(f"config must be a SelfFeedbackConfig, got {type(config).__name__}")
+    _check_model_and_config(model, config, SelfFeedbackConfig)
     cfg = config
     pool = _check_prompts(prompt_pool)
     generator = torch.Generator().manual_seed(cfg.seed)  # prompts and batches: one seeded source
@@ -504,10 +508,7 @@ def filtered_self_training(model: nn.Module, prompts, verifier: Callable[[list[i
     on), ``pass_at_k``, ``accept_rate``, ``train_loss`` (NaN at round 0 or without an update), and
     the ``eval_fn`` keys (evaluated before the first round and after each).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(config, FilteredConfig):
-        raise TypeError(f"config must be a FilteredConfig, got {type(config).__name__}")
+    _check_model_and_config(model, config, FilteredConfig)
     cfg = config
     prompts = _check_prompts(prompts)
     seed_data = [(list(p), list(c)) for p, c in seed_data]
