@@ -59,3 +59,9 @@ def test_bad_use_of_the_checker():
         grading.check_function(abs, abs, [])
     with pytest.raises(TypeError, match="function"):
         grading.check_function(42, abs, [(1,)])
+
+
+def test_a_value_still_none_is_reported_as_not_implemented():
+    # a student version's stub sets the answer to None: say so, not "expected a number, got NoneType"
+    result = grading.check_value(None, 0.5, name="answer")
+    assert not result.passed and "not implemented yet" in result.problems[0]

@@ -18,6 +18,13 @@ ARCHITECTURES = {
 }
 
 
+def test_published_context_windows_are_the_architectures():
+    # the sizes above are counted with these windows (position embeddings), so the table must agree
+    for (name, _), (_, config) in ARCHITECTURES.items():
+        window = config.get("block_size", config.get("max_position"))
+        assert milestones.by_name(name).context == window, name
+
+
 def count_params(kind: str, config: dict) -> int:
     with torch.device("meta"):
         model = GPT(GPTConfig(**config)) if kind == "gpt" else BertForMaskedLM(BertConfig(**config))
@@ -43,10 +50,36 @@ def test_format_params(count, text):
     assert format_params(count) == text
 
 
+def test_rule_based_era_is_on_the_timeline():
+    rules = [m for m in milestones.MILESTONES if m.era == "rules"]
+    assert [(m.name, m.year) for m in rules] == [("Georgetown–IBM experiment", 1954), ("ELIZA", 1966)]
+    assert all(not m.params for m in rules)  # rules have no parameters to count
+    assert milestones.ERAS.index("rules") < milestones.ERAS.index("statistical")
+    assert "Weizenbaum" in milestones.by_name("ELIZA").citation
+
+
+def test_markov_counts_are_consistent():
+    mk = milestones.MARKOV_1913
+    assert mk["vowels"] + mk["consonants"] == mk["letters"]
+    # A two-state chain's long-run vowel share, derived by hand: pi_v = p(v|c) / (p(v|c) + 1 - p(v|v)).
+    # Markov's two published conditional frequencies must reproduce his vowel count (to their 3 decimals).
+    p_vv, p_vc = mk["p_vowel_after_vowel"], mk["p_vowel_after_consonant"]
+    stationary = p_vc / (p_vc + 1 - p_vv)
+    assert abs(stationary - mk["vowels"] / mk["letters"]) < 1e-3
+
+
+def test_by_name():
+    assert milestones.by_name("GPT-3").largest == 175_000 * M
+    with pytest.raises(KeyError, match="no milestone named"):
+        milestones.by_name("GPT-5")
+
+
 def test_bad_milestones_and_counts_are_refused():
     with pytest.raises(ValueError, match="unknown era"):
         Milestone("x", 2000, "medieval", "", "")
     with pytest.raises(ValueError, match="sorted"):
         Milestone("x", 2000, "neural", "", "", params=(2, 1))
+    with pytest.raises(ValueError, match="context"):
+        Milestone("x", 2000, "neural", "", "", context=0)
     with pytest.raises(ValueError, match="positive int"):
         format_params(0)

@@ -147,6 +147,8 @@ def check_function(
 
 
 def check_value(got: Any, expected: Any, *, name: str = "value", atol: float = 1e-6, rtol: float = 1e-5) -> CheckResult:
-    """Compare one computed value (a number, array, list…) with the expected one."""
-    problem = compare(got, expected, atol, rtol)
+    """Compare one computed value (a number, array, list…) with the expected one. ``None`` (what a student
+    version's stub sets) is reported as not answered yet."""
+    problem = "not implemented yet (the value is still None)" if got is None and expected is not None \
+        else compare(got, expected, atol, rtol)
     return CheckResult(name, problem is None, 1, [] if problem is None else [problem])

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from numbers import Real
 from typing import Union
 
@@ -35,9 +35,10 @@ Number = Union[int, float]
 
 def _check_number(x: object, what: str) -> float:
     """``x`` as a float, or a TypeError naming ``what`` (bools are refused: True + x is a bug)."""
-    if isinstance(x, bool) or not isinstance(x, Real):
-        raise TypeError(f"{what} must be a real number (int or float), got {type(x).__name__} {x!r}")
-    x = float(x)
+    if type(x) is not float:  # fast path for the common case: the ABC check below is slow
+        if isinstance(x, bool) or not isinstance(x, Real):
+            raise TypeError(f"{what} must be a real number (int or float), got {type(x).__name__} {x!r}")
+        x = float(x)
     if not math.isfinite(x):
         raise ValueError(f"{what} is {x}; expected a finite number")
     return x
@@ -47,169 +48,60 @@ MAX_EXP_ARG = math.log(sys.float_info.max)  # 709.78: math.exp of anything large
 
 
 class Value:
-    """A scalar that records how it was computed, so its gradient can be backpropagated."""
+    """A scalar that records how it was computed, so its gradient can be backpropagated.
+
+    The class holds ``+``, ``*`` and backpropagation; every other operation is a function attached
+    below (``Value.exp = exp``), one at a time, exactly as chapter 4 builds it.
+    """
 
     __slots__ = ("data", "grad", "_backward", "_prev", "_op", "label")
 
-    def __init__(self, data: Number, _children: tuple[Value, ...] = (), _op: str = "", label: str = ""):
-        self.data: float = _check_number(data, "Value data")
-        self.grad: float = 0.0  # d(output)/d(self), filled in by backward()
-        self._backward: Callable[[], None] = lambda: None  # leaves have nothing to pass on
-        self._prev: tuple[Value, ...] = _children
+    def __init__(self, data, _children=(), _op="", label=""):
+        self.data = _check_number(data, "Value data")
+        self.grad = 0.0                   # d(output)/d(self), filled in by backward()
+        self._backward = lambda: None     # leaves have nothing to pass on
+        self._prev = tuple(_children)     # the inputs of the operation that made this node
         self._op = _op
         self.label = label
 
-    # ----------------------------------------------------------------- helpers
     @staticmethod
-    def _wrap(other: Value | Number) -> Value:
-        if isinstance(other, Value):
-            return other
-        return Value(_check_number(other, "operand"))
+    def _wrap(other):
+        return other if isinstance(other, Value) else Value(_check_number(other, "operand"))
 
-    def __repr__(self) -> str:
+    def __repr__(self):
         name = f"{self.label}=" if self.label else ""
         return f"Value({name}data={self.data:.4g}, grad={self.grad:.4g})"
 
-    # ------------------------------------------------------ binary operations
-    def __add__(self, other: Value | Number) -> Value:
+    def __add__(self, other):
         other = self._wrap(other)
         out = Value(self.data + other.data, (self, other), "+")
 
-        def _backward() -> None:  # d(a+b)/da = d(a+b)/db = 1
+        def _backward():                  # d(a+b)/da = d(a+b)/db = 1
             self.grad += out.grad
             other.grad += out.grad
 
         out._backward = _backward
         return out
 
-    def __mul__(self, other: Value | Number) -> Value:
+    def __mul__(self, other):
         other = self._wrap(other)
         out = Value(self.data * other.data, (self, other), "*")
 
-        def _backward() -> None:  # d(ab)/da = b, d(ab)/db = a
+        def _backward():                  # d(ab)/da = b, d(ab)/db = a
             self.grad += other.data * out.grad
             other.grad += self.data * out.grad
 
         out._backward = _backward
         return out
 
-    def __pow__(self, exponent: Number) -> Value:
-        if isinstance(exponent, Value):
-            raise TypeError(
-                "Value ** Value is not supported: the exponent must be a constant int or float "
-                "(for a variable exponent write (y * x.log()).exp())"
-            )
-        p = _check_number(exponent, "exponent")
-        x = self.data
-        if x == 0.0 and p < 0:
-            raise ValueError(f"0 ** {p} is undefined (division by zero); the base must be non-zero for a negative exponent")
-        if x < 0.0 and not p.is_integer():
-            raise ValueError(f"({x}) ** {p} is not a real number: a negative base needs an integer exponent")
-        out = Value(x**p, (self,), f"**{p:g}")
-
-        if p == 0.0:
-            local = 0.0  # x^0 = 1 is constant
-        elif x == 0.0 and p < 1.0:
-            local = math.inf  # the slope of x^p at 0 is infinite for 0 < p < 1 (torch gives inf too)
-        else:
-            local = p * x ** (p - 1)
-
-        def _backward() -> None:  # d(x^p)/dx = p x^(p-1)
-            self.grad += local * out.grad
-
-        out._backward = _backward
-        return out
-
-    def __neg__(self) -> Value:
-        return self * -1
-
-    def __sub__(self, other: Value | Number) -> Value:
-        return self + (-self._wrap(other))
-
-    def __truediv__(self, other: Value | Number) -> Value:
-        other = self._wrap(other)
-        if other.data == 0.0:
-            raise ValueError("division by a Value whose data is 0")
-        return self * other**-1
-
-    # Python calls these when the left operand is a plain number: 2 + v, 2 * v, 2 - v, 2 / v.
-    def __radd__(self, other: Number) -> Value:
-        return self + other
-
-    def __rmul__(self, other: Number) -> Value:
-        return self * other
-
-    def __rsub__(self, other: Number) -> Value:
-        return self._wrap(other) - self
-
-    def __rtruediv__(self, other: Number) -> Value:
-        return self._wrap(other) / self
-
-    # ------------------------------------------------------- unary functions
-    def exp(self) -> Value:
-        if self.data > MAX_EXP_ARG:
-            raise OverflowError(f"exp({self.data}) is larger than the largest float (exp overflows above "
-                                f"{MAX_EXP_ARG:.2f}); scale the input down, or use a log-space formula")
-        out = Value(math.exp(self.data), (self,), "exp")
-
-        def _backward() -> None:  # d(e^x)/dx = e^x
-            self.grad += out.data * out.grad
-
-        out._backward = _backward
-        return out
-
-    def log(self) -> Value:
-        if self.data <= 0.0:
-            raise ValueError(f"log of a non-positive number ({self.data}); the natural log needs data > 0")
-        out = Value(math.log(self.data), (self,), "log")
-
-        def _backward() -> None:  # d(ln x)/dx = 1/x
-            self.grad += out.grad / self.data
-
-        out._backward = _backward
-        return out
-
-    def tanh(self) -> Value:
-        t = math.tanh(self.data)
-        out = Value(t, (self,), "tanh")
-
-        def _backward() -> None:  # d(tanh x)/dx = 1 - tanh^2 x
-            self.grad += (1.0 - t * t) * out.grad
-
-        out._backward = _backward
-        return out
-
-    def sigmoid(self) -> Value:
-        x = self.data
-        # two algebraically equal forms; each avoids overflow of exp on its side
-        s = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-        out = Value(s, (self,), "sigmoid")
-
-        def _backward() -> None:  # d(sigma)/dx = sigma (1 - sigma)
-            self.grad += s * (1.0 - s) * out.grad
-
-        out._backward = _backward
-        return out
-
-    def relu(self) -> Value:
-        out = Value(self.data if self.data > 0 else 0.0, (self,), "relu")
-
-        def _backward() -> None:  # 1 for x > 0, else 0 (at exactly 0: 0, as in PyTorch)
-            self.grad += (1.0 if self.data > 0 else 0.0) * out.grad
-
-        out._backward = _backward
-        return out
-
-    # ------------------------------------------------------- backpropagation
-    def topological_order(self) -> list[Value]:
+    def topological_order(self):
         """Every node this one depends on, each after all of its inputs (iterative: deep graphs are fine)."""
-        order: list[Value] = []
-        visited: set[int] = set()
-        stack: list[tuple[Value, bool]] = [(self, False)]
+        order, visited = [], set()
+        stack = [(self, False)]
         while stack:
             node, inputs_done = stack.pop()
             if inputs_done:
-                order.append(node)  # all inputs already placed
+                order.append(node)        # all of its inputs are already placed
                 continue
             if id(node) in visited:
                 continue
@@ -218,7 +110,7 @@ class Value:
             stack.extend((child, False) for child in node._prev if id(child) not in visited)
         return order
 
-    def backward(self, grad: Number = 1.0) -> None:
+    def backward(self, grad=1.0):
         """Backpropagate from this node: afterwards ``x.grad`` holds d(self)/dx for every input ``x``.
 
         ``grad`` seeds d(loss)/d(self) (1 for a loss). Leaf gradients accumulate (see module doc).
@@ -226,16 +118,145 @@ class Value:
         seed = _check_number(grad, "backward seed gradient")
         order = self.topological_order()
         for node in order:
-            if node._prev:  # intermediate node: its gradient is recomputed from scratch
+            if node._prev:                # intermediate node: its gradient is recomputed from scratch
                 node.grad = 0.0
         self.grad += seed
-        for node in reversed(order):  # outputs before inputs: each grad is complete when used
+        for node in reversed(order):      # outputs before inputs: each grad is complete when used
             node._backward()
 
-    def zero_grad(self) -> None:
+    def zero_grad(self):
         """Set the gradient of this node and of every node it depends on to 0."""
         for node in self.topological_order():
             node.grad = 0.0
+
+
+# --------------------------------------------------------------------------- operations, one at a time
+def __pow__(self, exponent):
+    if isinstance(exponent, Value):
+        raise TypeError("Value ** Value is not supported: the exponent must be a constant int or float "
+                        "(for a variable exponent write (y * x.log()).exp())")
+    p = _check_number(exponent, "exponent")
+    x = self.data
+    if x == 0.0 and p < 0:
+        raise ValueError(f"0 ** {p} is undefined (division by zero); the base must be non-zero for a negative exponent")
+    if x < 0.0 and not p.is_integer():
+        raise ValueError(f"({x}) ** {p} is not a real number: a negative base needs an integer exponent")
+    out = Value(x**p, (self,), f"**{p:g}")
+    if p == 0.0:
+        local = 0.0                       # x^0 = 1 is constant
+    elif x == 0.0 and p < 1.0:
+        local = math.inf                  # the slope of x^p at 0 is infinite for 0 < p < 1 (torch: inf too)
+    else:
+        local = p * x ** (p - 1)
+
+    def _backward():                      # d(x^p)/dx = p x^(p-1)
+        self.grad += local * out.grad
+
+    out._backward = _backward
+    return out
+
+
+def __neg__(self):                        # -a = a * (-1)
+    return self * -1
+
+
+def __sub__(self, other):                 # a - b = a + (-b)
+    return self + (-self._wrap(other))
+
+
+def __truediv__(self, other):             # a / b = a * b^-1
+    other = self._wrap(other)
+    if other.data == 0.0:
+        raise ValueError("division by a Value whose data is 0")
+    return self * other**-1
+
+
+# Python calls these when the left operand is a plain number: 2 + v, 2 * v, 2 - v, 2 / v.
+def __radd__(self, other):
+    return self + other
+
+
+def __rmul__(self, other):
+    return self * other
+
+
+def __rsub__(self, other):
+    return self._wrap(other) - self
+
+
+def __rtruediv__(self, other):
+    return self._wrap(other) / self
+
+
+def exp(self):
+    if self.data > MAX_EXP_ARG:
+        raise OverflowError(f"exp({self.data}) is larger than the largest float (exp overflows above "
+                            f"{MAX_EXP_ARG:.2f}); scale the input down, or use a log-space formula")
+    out = Value(math.exp(self.data), (self,), "exp")
+
+    def _backward():                      # d(e^x)/dx = e^x, which is out.data
+        self.grad += out.data * out.grad
+
+    out._backward = _backward
+    return out
+
+
+def log(self):
+    if self.data <= 0.0:
+        raise ValueError(f"log of a non-positive number ({self.data}); the natural log needs data > 0")
+    out = Value(math.log(self.data), (self,), "log")
+
+    def _backward():                      # d(ln x)/dx = 1/x
+        self.grad += out.grad / self.data
+
+    out._backward = _backward
+    return out
+
+
+def tanh(self):
+    t = math.tanh(self.data)
+    out = Value(t, (self,), "tanh")
+
+    def _backward():                      # d(tanh x)/dx = 1 - tanh^2 x
+        self.grad += (1.0 - t * t) * out.grad
+
+    out._backward = _backward
+    return out
+
+
+def sigmoid(self):
+    x = self.data
+    # two algebraically equal forms; each avoids overflow of exp on its side
+    s = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+    out = Value(s, (self,), "sigmoid")
+
+    def _backward():                      # d(sigma)/dx = sigma (1 - sigma)
+        self.grad += s * (1.0 - s) * out.grad
+
+    out._backward = _backward
+    return out
+
+
+def relu(self):
+    out = Value(self.data if self.data > 0 else 0.0, (self,), "relu")
+
+    def _backward():                      # 1 for x > 0, else 0 (at exactly 0: 0, as in PyTorch)
+        self.grad += (1.0 if self.data > 0 else 0.0) * out.grad
+
+    out._backward = _backward
+    return out
+
+
+# the order in which chapter 4 adds them; each is checked against torch.autograd as it arrives
+OPERATIONS = {
+    "__pow__": __pow__, "__neg__": __neg__, "__sub__": __sub__, "__truediv__": __truediv__,
+    "__radd__": __radd__, "__rmul__": __rmul__, "__rsub__": __rsub__, "__rtruediv__": __rtruediv__,
+    "exp": exp, "log": log, "tanh": tanh, "sigmoid": sigmoid, "relu": relu,
+}
+for _name, _fn in OPERATIONS.items():
+    setattr(Value, _name, _fn)
+del _name, _fn, __pow__, __neg__, __sub__, __truediv__, __radd__, __rmul__, __rsub__, __rtruediv__
+del exp, log, tanh, sigmoid, relu
 
 
 # --------------------------------------------------------------------------- a tiny neural-network library
