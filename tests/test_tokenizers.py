@@ -316,3 +316,85 @@ def test_forward_max_match_hand_examples():
     assert forward_max_match("", vocab) == []
     with pytest.raises(ValueError, match="max_len"):
         forward_max_match("abc", vocab, max_len=0)
+
+
+# ---- byte-level BPE and normalisation -------------------------------------------------------------
+from llmcourse.data.tokenizers import (BYTE_SYMBOLS, ByteBPETokenizer, learn_merges, normalize_text,  # noqa: E402
+                                       symbols_to_bytes, to_byte_symbols, to_simplified)
+
+ODD_TEXTS = ["😀👍🏻 emoji", "龘靐齉 rare", "\x00\x7f\t\n  tabs", "ｆｕｌｌ－ｗｉｄｔｈ　ＡＢＣ１２３", "<pad><unk> e\u0301", "繁體字測試"]
+
+
+def test_byte_symbols_are_a_bijection_of_visible_characters():
+    assert len(set(BYTE_SYMBOLS.values())) == 256
+    assert all(s.isprintable() and not s.isspace() for s in BYTE_SYMBOLS.values())
+    assert to_byte_symbols("A") == ("A",)
+    assert len(to_byte_symbols("中")) == 3 and symbols_to_bytes("".join(to_byte_symbols("中"))) == "中".encode("utf-8")
+    with pytest.raises(ValueError, match="no byte"):
+        symbols_to_bytes("中")
+
+
+def test_byte_bpe_equals_textbook_bpe_step_on_byte_symbols(reviews):
+    texts = reviews[:120]
+    chunks = Counter(c for t in texts for c in split_chunks(t))
+    words = {}
+    for c, n in chunks.items():
+        w = tuple(BYTE_SYMBOLS[b] for b in c.encode("utf-8"))
+        words[w] = words.get(w, 0) + n
+    reference = []
+    for _ in range(120):  # the textbook loop: recount every pair, merge the best, stop below 2
+        pair, new_words = bpe_step(words)
+        if pair is None or count_pairs(words)[pair] < 2:
+            break
+        reference.append(pair)
+        words = new_words
+    tok = ByteBPETokenizer(num_merges=120).train(texts)
+    assert tok.merges == reference and len(reference) == 120
+    assert learn_merges([("a", "b", "a", "b")], [3], 5) == [("a", "b"), ("ab", "ab")]  # 3 ab-ab words: ab, then ab+ab
+
+
+def test_byte_bpe_round_trips_everything_without_unk(reviews, tmp_path):
+    tok = ByteBPETokenizer(num_merges=300).train(reviews[:200])
+    assert tok.vocab_size == len(SPECIAL_TOKENS) + 256 + len(tok.merges)
+    for text in list(reviews) + ODD_TEXTS + corpus.review_texts("test")[:200]:
+        ids = tok.encode(text, add_bos=True, add_eos=True)
+        assert UNK_ID not in ids
+        assert tok.decode(ids, skip_special_tokens=True) == text
+        assert b"".join(tok.token_bytes(i) for i in ids[1:-1]) == text.encode("utf-8")
+    # before any merge a Chinese character is three byte tokens
+    assert len(tok.truncated(0).encode("中")) == 3
+    assert tok.truncated(0).decode(tok.truncated(0).encode("中")[:2]) == "\ufffd"  # a cut character: U+FFFD
+    assert tok.decode([BOS_ID] + tok.encode("好")) == "<bos>好"
+    path = tmp_path / "bbpe.json"
+    tok.save(path)
+    again = Tokenizer.load(path)
+    assert isinstance(again, ByteBPETokenizer) and again == tok
+    assert again.encode(reviews[0]) == tok.encode(reviews[0])
+    with pytest.raises(ValueError, match="BPETokenizer"):
+        BPETokenizer.load(path)
+
+
+def test_byte_bpe_truncation_is_a_prefix_and_bad_input(reviews):
+    big = ByteBPETokenizer(num_merges=200).train(reviews[:100])
+    small = ByteBPETokenizer(num_merges=50).train(reviews[:100])
+    assert big.truncated(50) == small
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="num_merges"):
+            ByteBPETokenizer(num_merges=bad)
+    with pytest.raises(RuntimeError, match="train"):
+        ByteBPETokenizer().encode("好")
+    with pytest.raises(TypeError):
+        big.encode(b"bytes")
+    # "<" and ">" are chunks of their own, so no merge can spell a special token's text
+    assert ByteBPETokenizer(num_merges=50).train(["<pad>"] * 5).encode("<pad>") != [PAD_ID]
+
+
+def test_normalisation_width_and_script():
+    assert normalize_text("ＡＢＣ１２３，") == "ABC123,"
+    assert normalize_text("ＡＢＣ", width=False) == "ＡＢＣ"
+    assert to_simplified("繁體字測試，這個") == "繁体字测试，这个"
+    assert to_simplified("余著乾") == "余著乾"  # simplified characters that snownlp would change stay
+    assert normalize_text("這個ＯＫ", simplified=False) == "這個OK"
+    assert len(to_simplified("乾隆皇帝")) == 4  # character by character: the length never changes
+    with pytest.raises(TypeError):
+        normalize_text(3)

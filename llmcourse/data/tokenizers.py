@@ -1,12 +1,15 @@
 """Tokenizers (分词器): text -> tokens -> integer ids, and back.
 
-Four tokenizers share one interface (:class:`Tokenizer`), so a model never cares which one made its ids:
+Five tokenizers share one interface (:class:`Tokenizer`), so a model never cares which one made its ids:
 
 * :class:`WhitespaceTokenizer` splits at spaces: fine for English, useless for Chinese (no spaces).
 * :class:`CharTokenizer` makes every character a token: the book's default for Chinese language models.
 * :class:`JiebaTokenizer` uses jieba's dictionary-based word segmentation (分词).
 * :class:`BPETokenizer` learns sub-words from data with byte-pair encoding (Sennrich et al., 2016),
   here on a *character* base alphabet so that the learnt merges are readable Chinese.
+* :class:`ByteBPETokenizer` is BPE on UTF-8 bytes (GPT-2): 256 base symbols, so no text is ever ``<unk>``.
+
+:func:`normalize_text` (NFKC width folding, traditional -> simplified) prepares text for any of them.
 
 Every tokenizer reserves the same four special tokens, whose ids later chapters rely on::
 
@@ -172,7 +175,8 @@ class Tokenizer(ABC):
             raise ValueError(f"{path} is not a tokenizer file: invalid JSON ({err})") from None
         if not isinstance(state, dict) or not {"kind", "config", "vocab"} <= set(state):
             raise ValueError(f"{path} is not a tokenizer file: expected a JSON object with 'kind', 'config' and 'vocab'")
-        kinds = {k.__name__: k for k in (WhitespaceTokenizer, CharTokenizer, JiebaTokenizer, BPETokenizer)}
+        kinds = {k.__name__: k for k in (WhitespaceTokenizer, CharTokenizer, JiebaTokenizer, BPETokenizer,
+                                          ByteBPETokenizer)}
         kind = state["kind"]
         if kind not in kinds:
             raise ValueError(f"{path} holds an unknown tokenizer kind {kind!r}; expected one of {sorted(kinds)}")
@@ -341,6 +345,69 @@ def forward_max_match(text: str, dictionary: Iterable[str] | set[str], max_len: 
     return out
 
 
+def learn_merges(words: list[tuple[str, ...]], freqs: list[int], num_merges: int,
+                 frozen: str | None = None) -> list[tuple[str, str]]:
+    """The BPE merges of a corpus given as distinct ``words`` (symbol tuples, rewritten in place) with
+    their counts ``freqs``: the same merges as repeating :func:`bpe_step`, computed incrementally.
+
+    After a merge only the words that contain the merged pair are re-counted (an index from each pair to
+    its words), and a heap with lazy deletion finds the most frequent pair (ties: the pair that sorts
+    first). Merging stops after ``num_merges`` merges or when no pair occurs twice. A pair holding the
+    ``frozen`` symbol (``<unk>`` for :class:`BPETokenizer`) never merges. Symbols may be any strings:
+    characters for :class:`BPETokenizer`, byte symbols for :class:`ByteBPETokenizer`.
+    """
+    pair_count: dict[tuple[str, str], int] = defaultdict(int)  # pair -> occurrences in the corpus
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)  # pair -> ids of words holding it
+    for w, (symbols, f) in enumerate(zip(words, freqs)):
+        for pair in zip(symbols, symbols[1:]):
+            pair_count[pair] += f
+            where[pair].add(w)
+    for pair in [p for p in pair_count if frozen in p]:  # the frozen symbol (<unk>) never merges
+        del pair_count[pair], where[pair]
+    # max-heap by count, ties to the smallest pair; stale entries are skipped when popped
+    heap = [(-c, pair) for pair, c in pair_count.items()]
+    heapq.heapify(heap)
+
+    merges: list[tuple[str, str]] = []
+    while len(merges) < num_merges and heap:
+        neg, pair = heapq.heappop(heap)
+        if pair_count.get(pair, 0) != -neg:
+            continue  # stale: the count changed after this entry was pushed
+        if -neg < 2:
+            break  # a pair seen once is not worth a vocabulary entry
+        merges.append(pair)
+        merged = pair[0] + pair[1]
+        changed: set[tuple[str, str]] = set()
+        for w in where.pop(pair):
+            old = words[w]
+            new = _merge_word(old, pair, merged)
+            if len(new) == len(old):
+                continue  # stale index entry: the pair left this word in an earlier merge
+            words[w] = new
+            # re-count this word's pairs: -1 for each old pair, +1 for each new one
+            delta: dict[tuple[str, str], int] = {}
+            for p in zip(old, old[1:]):
+                delta[p] = delta.get(p, 0) - 1
+            for p in zip(new, new[1:]):
+                delta[p] = delta.get(p, 0) + 1
+                if p[0] == merged or p[1] == merged:  # only pairs with the new symbol are new here
+                    where[p].add(w)
+            f = freqs[w]
+            for p, d in delta.items():
+                if d and frozen not in p:
+                    pair_count[p] += d * f
+                    changed.add(p)
+        pair_count.pop(pair, None)
+        for p in changed:
+            c = pair_count.get(p, 0)
+            if c > 0:
+                heapq.heappush(heap, (-c, p))
+            else:
+                pair_count.pop(p, None)
+
+    return merges
+
+
 class BPETokenizer(Tokenizer):
     """Byte-pair encoding (字节对编码) on a character alphabet, trained from scratch.
 
@@ -402,54 +469,7 @@ class BPETokenizer(Tokenizer):
         words = [tuple(ch if ch in alphabet else UNK for ch in chunk) for chunk in chunk_counts]
         freqs = list(chunk_counts.values())
 
-        pair_count: dict[tuple[str, str], int] = defaultdict(int)  # pair -> occurrences in the corpus
-        where: dict[tuple[str, str], set[int]] = defaultdict(set)  # pair -> ids of words holding it
-        for w, (symbols, f) in enumerate(zip(words, freqs)):
-            for pair in zip(symbols, symbols[1:]):
-                pair_count[pair] += f
-                where[pair].add(w)
-        for pair in [p for p in pair_count if UNK in p]:  # <unk> never merges
-            del pair_count[pair], where[pair]
-        # max-heap by count, ties to the smallest pair; stale entries are skipped when popped
-        heap = [(-c, pair) for pair, c in pair_count.items()]
-        heapq.heapify(heap)
-
-        merges: list[tuple[str, str]] = []
-        while len(merges) < self.num_merges and heap:
-            neg, pair = heapq.heappop(heap)
-            if pair_count.get(pair, 0) != -neg:
-                continue  # stale: the count changed after this entry was pushed
-            if -neg < 2:
-                break  # a pair seen once is not worth a vocabulary entry
-            merges.append(pair)
-            merged = pair[0] + pair[1]
-            changed: set[tuple[str, str]] = set()
-            for w in where.pop(pair):
-                old = words[w]
-                new = _merge_word(old, pair, merged)
-                if len(new) == len(old):
-                    continue  # stale index entry: the pair left this word in an earlier merge
-                words[w] = new
-                # re-count this word's pairs: -1 for each old pair, +1 for each new one
-                delta: dict[tuple[str, str], int] = {}
-                for p in zip(old, old[1:]):
-                    delta[p] = delta.get(p, 0) - 1
-                for p in zip(new, new[1:]):
-                    delta[p] = delta.get(p, 0) + 1
-                    if p[0] == merged or p[1] == merged:  # only pairs with the new symbol are new here
-                        where[p].add(w)
-                f = freqs[w]
-                for p, d in delta.items():
-                    if d and UNK not in p:
-                        pair_count[p] += d * f
-                        changed.add(p)
-            pair_count.pop(pair, None)
-            for p in changed:
-                c = pair_count.get(p, 0)
-                if c > 0:
-                    heapq.heappush(heap, (-c, p))
-                else:
-                    pair_count.pop(p, None)
+        merges = learn_merges(words, freqs, self.num_merges, frozen=UNK)
 
         base = sorted(alphabet, key=lambda ch: (-char_counts[ch], ch))
         self._build_vocab(Counter(), extra_tokens=base + [a + b for a, b in merges])
@@ -497,8 +517,201 @@ class BPETokenizer(Tokenizer):
         return [t for t in self._id_to_token[len(SPECIAL_TOKENS):] if len(t) == 1]
 
 
+def _bytes_to_symbols() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte (Radford et al., 2019): printable Latin-1 bytes stand for
+    themselves, the others (controls, space, 0x7F-0xA0, 0xAD) are moved to U+0100 and up. So every byte
+    is one visible character, and a byte-level token is an ordinary str that JSON stores as it is."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+BYTE_SYMBOLS: dict[int, str] = _bytes_to_symbols()  # byte -> its one-character symbol
+SYMBOL_BYTES: dict[str, int] = {s: b for b, s in BYTE_SYMBOLS.items()}
+
+
+def to_byte_symbols(text: str) -> tuple[str, ...]:
+    """The UTF-8 bytes of ``text`` as byte symbols: ``'中'`` (3 bytes E4 B8 AD) -> ``('ä', '¸', 'Ń')``."""
+    return tuple(BYTE_SYMBOLS[b] for b in _check_text(text).encode("utf-8"))
+
+
+def symbols_to_bytes(token: str) -> bytes:
+    """The bytes a byte-level token stands for (the inverse of :func:`to_byte_symbols`)."""
+    try:
+        return bytes(SYMBOL_BYTES[ch] for ch in token)
+    except KeyError as err:
+        raise ValueError(f"{token!r} is not a byte-level token: {err.args[0]!r} stands for no byte") from None
+
+
+class ByteBPETokenizer(Tokenizer):
+    """Byte-level BPE (字节级 BPE), as in GPT-2: BPE on the UTF-8 bytes of the text.
+
+    The base alphabet is the 256 bytes (ids 4 .. 259, in byte order), so every text has an encoding and
+    ``decode(encode(text)) == text`` exactly, emoji and never-seen characters included: there is no
+    ``<unk>``. A Chinese character is three bytes before any merge. Training is :func:`learn_merges`
+    (the same trainer as :class:`BPETokenizer`) on the chunks of :func:`split_chunks`, spelt in byte
+    symbols (:data:`BYTE_SYMBOLS`), so merges never cross whitespace or punctuation. Token strings are byte
+    symbols; :meth:`token_bytes` gives the bytes, :meth:`decode` the text.
+    """
+
+    def __init__(self, num_merges: int = 1000):
+        super().__init__(min_freq=1)
+        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
+            raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
+        self.num_merges = num_merges
+        self.merges: list[tuple[str, str]] = []
+        self._ranks: dict[tuple[str, str], int] = {}
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def _config(self) -> dict:
+        return {"num_merges": self.num_merges}
+
+    def _extra_state(self) -> dict:
+        return {"merges": [list(p) for p in self.merges]}
+
+    def _set_extra_state(self, state: dict) -> None:
+        merges = state.get("merges")
+        if not isinstance(merges, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in merges):
+            raise ValueError("a ByteBPETokenizer file needs 'merges': a list of [left, right] string pairs")
+        base = [BYTE_SYMBOLS[b] for b in range(256)]
+        if self._id_to_token[len(SPECIAL_TOKENS):len(SPECIAL_TOKENS) + 256] != base:
+            raise ValueError("a ByteBPETokenizer vocabulary must hold the 256 byte symbols right after the special tokens")
+        self._set_merges([tuple(p) for p in merges])
+        missing = [a + b for a, b in self.merges if a + b not in self._token_to_id]
+        if missing:
+            raise ValueError(f"the merged token {missing[0]!r} is missing from the vocabulary")
+
+    def _set_merges(self, merges: list[tuple[str, str]]) -> None:
+        self.merges = list(merges)
+        self._ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        self._cache = {}
+
+    def train(self, texts: Iterable[str]) -> "ByteBPETokenizer":
+        texts = check_texts(texts, "train() texts", allow_empty_strings=False)
+        chunk_counts = Counter(chunk for text in texts for chunk in split_chunks(text))
+        words = [to_byte_symbols(chunk) for chunk in chunk_counts]
+        merges = learn_merges(words, list(chunk_counts.values()), self.num_merges)
+        self._build_from_merges(merges)
+        return self
+
+    def _build_from_merges(self, merges: list[tuple[str, str]]) -> None:
+        # the base alphabet is all 256 bytes, seen or not: that is what makes <unk> unnecessary
+        tokens = [BYTE_SYMBOLS[b] for b in range(256)]
+        self._id_to_token = list(SPECIAL_TOKENS)
+        self._token_to_id = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+        kept = []
+        for token in tokens + [a + b for a, b in merges]:
+            if token not in self._token_to_id:  # two merges can spell the same bytes
+                self._token_to_id[token] = len(self._id_to_token)
+                self._id_to_token.append(token)
+        for a, b in merges:  # a merge may spell a special token's text ("<pad>"): it could not get an id
+            if self._token_to_id[a + b] < len(SPECIAL_TOKENS):
+                raise ValueError(f"a merge spells the special token {a + b!r}; train on text without it")
+            kept.append((a, b))
+        self._set_merges(kept)
+        self.trained = True
+
+    def _bpe(self, chunk: str) -> tuple[str, ...]:
+        """Merges applied to one chunk's bytes, lowest rank first (cached: chunks repeat a lot)."""
+        cached = self._cache.get(chunk)
+        if cached is not None:
+            return cached
+        symbols = to_byte_symbols(chunk)
+        while len(symbols) > 1:
+            rank, pair = min((self._ranks.get(p, len(self._ranks)), p) for p in zip(symbols, symbols[1:]))
+            if rank == len(self._ranks):
+                break  # no learnt merge applies
+            symbols = _merge_word(symbols, pair, pair[0] + pair[1])
+        if len(self._cache) < 200_000:
+            self._cache[chunk] = symbols
+        return symbols
+
+    def tokenize(self, text: str) -> list[str]:
+        """Byte-level token strings (byte symbols); never ``<unk>``."""
+        return [s for chunk in split_chunks(_check_text(text)) for s in self._bpe(chunk)]
+
+    def token_bytes(self, index: int) -> bytes:
+        """The bytes of token id ``index`` (a special token: its name in ASCII)."""
+        token = self.id_to_token(index)
+        return token.encode("ascii") if index < len(SPECIAL_TOKENS) else symbols_to_bytes(token)
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text from ids: the tokens' bytes joined and read as UTF-8. Bytes that do not form a whole
+        character (a sequence cut inside one) become U+FFFD, as in every byte-level tokenizer."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        parts, buffer = [], bytearray()
+        for i in ids:
+            token = self.id_to_token(i)
+            if i < len(SPECIAL_TOKENS):  # id_to_token accepted it, so it is an int here
+                parts.append(buffer.decode("utf-8", errors="replace"))
+                buffer = bytearray()
+                if not (skip_special_tokens and token in (PAD, BOS, EOS)):
+                    parts.append(token)
+            else:
+                buffer += symbols_to_bytes(token)
+        parts.append(buffer.decode("utf-8", errors="replace"))
+        return "".join(parts)
+
+    def truncated(self, num_merges: int) -> "ByteBPETokenizer":
+        """The tokenizer that training with only the first ``num_merges`` merges would have given."""
+        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or not 0 <= num_merges <= len(self.merges):
+            raise ValueError(f"num_merges must be an int in 0 .. {len(self.merges)}, got {num_merges!r}")
+        small = ByteBPETokenizer(num_merges=num_merges)
+        small._build_from_merges(self.merges[:num_merges])
+        return small
+
+
+@lru_cache(maxsize=None)
+def _t2s_table() -> dict[int, str]:
+    """snownlp's offline traditional -> simplified table (``snownlp.normal.zh``), its one-character
+    entries only, as a ``str.translate`` table: the text keeps its length and character positions.
+    (A few traditional forms that GB2312 also holds, such as 後 and 於, are left as they are.)"""
+    from snownlp.normal import zh
+
+    def in_gb2312(ch: str) -> bool:  # GB2312 is the simplified character set of mainland China
+        try:
+            ch.encode("gb2312")
+            return True
+        except UnicodeEncodeError:
+            return False
+
+    # snownlp's table also maps some simplified characters (余 -> 馀, 著 -> 着): keep only the pairs whose
+    # source is outside GB2312 and whose target is inside it
+    return {ord(t): s for t, s in zh.zh2hans.items()
+            if len(t) == 1 and len(s) == 1 and t != s and not in_gb2312(t) and in_gb2312(s)}
+
+
+def to_simplified(text: str) -> str:
+    """Traditional characters (繁体) -> simplified (简体), character by character with snownlp's table.
+
+    A character-level table cannot resolve the one-to-many cases (乾 is 干 in 乾燥 but stays in 乾隆), so it
+    is a normalisation for counting and vocabularies, not a faithful converter."""
+    return _check_text(text).translate(_t2s_table())
+
+
+def normalize_text(text: str, width: bool = True, simplified: bool = True) -> str:
+    """Unicode normalisation before tokenizing. ``width``: NFKC (full-width ``ＡＢＣ１２３，`` -> half-width
+    ``ABC123,``, compatibility forms such as ``…`` -> ``...``); ``simplified``: :func:`to_simplified`."""
+    import unicodedata
+
+    text = _check_text(text)
+    if width:
+        text = unicodedata.normalize("NFKC", text)
+    return to_simplified(text) if simplified else text
+
+
 __all__ = [
     "PAD", "UNK", "BOS", "EOS", "SPECIAL_TOKENS", "PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID",
     "Tokenizer", "UnknownTokenIdError", "WhitespaceTokenizer", "CharTokenizer", "JiebaTokenizer", "BPETokenizer",
     "JIEBA_MODES", "split_chunks", "count_pairs", "merge_pair", "bpe_step", "forward_max_match",
+    "learn_merges", "ByteBPETokenizer", "BYTE_SYMBOLS", "SYMBOL_BYTES", "to_byte_symbols", "symbols_to_bytes",
+    "normalize_text", "to_simplified",
 ]
