@@ -408,7 +408,59 @@ def learn_merges(words: list[tuple[str, ...]], freqs: list[int], num_merges: int
     return merges
 
 
-class BPETokenizer(Tokenizer):
+class _MergeRules:
+    """What both BPE tokenizers share: learnt merges, applied lowest rank first, saved and loaded.
+    A subclass says what a chunk's symbols are before any merge (``_symbols``)."""
+
+    def _no_merges_yet(self, num_merges) -> None:
+        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
+            raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
+        self.num_merges = num_merges
+        self._set_merges([])
+
+    def _extra_state(self) -> dict:
+        return {"merges": [list(p) for p in self.merges]}
+
+    def _read_merges(self, state: dict) -> None:
+        merges = state.get("merges")
+        if not isinstance(merges, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in merges):
+            raise ValueError(f"a {type(self).__name__} file needs 'merges': a list of [left, right] string pairs")
+        self._set_merges([tuple(p) for p in merges])
+        missing = [a + b for a, b in self.merges if a + b not in self._token_to_id]
+        if missing:
+            raise ValueError(f"the merged token {missing[0]!r} is missing from the vocabulary")
+
+    def _set_merges(self, merges: list[tuple[str, str]]) -> None:
+        self.merges = list(merges)
+        self._ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        self._cache = {}
+
+    def _check_num_merges(self, num_merges) -> None:
+        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or not 0 <= num_merges <= len(self.merges):
+            raise ValueError(f"num_merges must be an int in 0 .. {len(self.merges)}, got {num_merges!r}")
+
+    def _bpe(self, chunk: str) -> tuple[str, ...]:
+        """Apply the merges to one chunk, lowest rank first (cached: chunks repeat a lot)."""
+        cached = self._cache.get(chunk)
+        if cached is not None:
+            return cached
+        symbols = self._symbols(chunk)
+        while len(symbols) > 1:
+            rank, pair = min((self._ranks.get(p, len(self._ranks)), p) for p in zip(symbols, symbols[1:]))
+            if rank == len(self._ranks):
+                break  # no learnt merge applies
+            symbols = _merge_word(symbols, pair, pair[0] + pair[1])
+        if len(self._cache) < 200_000:
+            self._cache[chunk] = symbols
+        return symbols
+
+    def tokenize(self, text: str) -> list[str]:
+        """Sub-word token strings: the merged symbols of each chunk."""
+        return [s for chunk in split_chunks(_check_text(text)) for s in self._bpe(chunk)]
+
+
+class BPETokenizer(_MergeRules, Tokenizer):
     """Byte-pair encoding (字节对编码) on a character alphabet, trained from scratch.
 
     Training (Sennrich et al., 2016): start from characters, then ``num_merges`` times merge the most
@@ -427,33 +479,13 @@ class BPETokenizer(Tokenizer):
 
     def __init__(self, num_merges: int = 1000, min_freq: int = 2):
         super().__init__(min_freq)
-        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
-            raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
-        self.num_merges = num_merges
-        self.merges: list[tuple[str, str]] = []
-        self._ranks: dict[tuple[str, str], int] = {}
-        self._cache: dict[str, tuple[str, ...]] = {}
+        self._no_merges_yet(num_merges)
 
     def _config(self) -> dict:
         return {"num_merges": self.num_merges, "min_freq": self.min_freq}
 
-    def _extra_state(self) -> dict:
-        return {"merges": [list(p) for p in self.merges]}
-
     def _set_extra_state(self, state: dict) -> None:
-        merges = state.get("merges")
-        if not isinstance(merges, list) or not all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in merges):
-            raise ValueError("a BPETokenizer file needs 'merges': a list of [left, right] string pairs")
-        self._set_merges([tuple(p) for p in merges])
-        missing = [a + b for a, b in self.merges if a + b not in self._token_to_id]
-        if missing:
-            raise ValueError(f"the merged token {missing[0]!r} is missing from the vocabulary")
-
-    def _set_merges(self, merges: list[tuple[str, str]]) -> None:
-        self.merges = list(merges)
-        self._ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        self._cache = {}
+        self._read_merges(state)
 
     # ---- training ------------------------------------------------------------------------------
     def train(self, texts: Iterable[str]) -> "BPETokenizer":
@@ -477,25 +509,9 @@ class BPETokenizer(Tokenizer):
         return self
 
     # ---- encoding ------------------------------------------------------------------------------
-    def _bpe(self, chunk: str) -> tuple[str, ...]:
-        """Apply the merges to one chunk, lowest rank first (cached: chunks repeat a lot)."""
-        cached = self._cache.get(chunk)
-        if cached is not None:
-            return cached
-        symbols = tuple(ch if ch in self._token_to_id else UNK for ch in chunk)
-        while len(symbols) > 1:
-            ranked = [(self._ranks.get(p, len(self._ranks)), p) for p in zip(symbols, symbols[1:])]
-            rank, pair = min(ranked)
-            if rank == len(self._ranks):
-                break  # no learnt merge applies
-            symbols = _merge_word(symbols, pair, pair[0] + pair[1])
-        if len(self._cache) < 200_000:
-            self._cache[chunk] = symbols
-        return symbols
-
-    def tokenize(self, text: str) -> list[str]:
-        """Sub-word token strings; characters outside the alphabet come out as ``<unk>``."""
-        return [s for chunk in split_chunks(_check_text(text)) for s in self._bpe(chunk)]
+    def _symbols(self, chunk: str) -> tuple[str, ...]:
+        """A chunk's characters before any merge; characters outside the alphabet become ``<unk>``."""
+        return tuple(ch if ch in self._token_to_id else UNK for ch in chunk)
 
     def truncated(self, num_merges: int) -> "BPETokenizer":
         """The tokenizer that training with only the first ``num_merges`` merges would have given.
@@ -503,8 +519,7 @@ class BPETokenizer(Tokenizer):
         BPE merges are learnt greedily one after another, so a smaller BPE is a prefix of a larger one:
         one training run gives the whole vocabulary-size curve.
         """
-        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or not 0 <= num_merges <= len(self.merges):
-            raise ValueError(f"num_merges must be an int in 0 .. {len(self.merges)}, got {num_merges!r}")
+        self._check_num_merges(num_merges)
         small = BPETokenizer(num_merges=num_merges, min_freq=self.min_freq)
         small._build_vocab(Counter(), extra_tokens=self.alphabet + [a + b for a, b in self.merges[:num_merges]])
         small._set_merges(self.merges[:num_merges])
@@ -549,7 +564,7 @@ def symbols_to_bytes(token: str) -> bytes:
         raise ValueError(f"{token!r} is not a byte-level token: {err.args[0]!r} stands for no byte") from None
 
 
-class ByteBPETokenizer(Tokenizer):
+class ByteBPETokenizer(_MergeRules, Tokenizer):
     """Byte-level BPE (字节级 BPE), as in GPT-2: BPE on the UTF-8 bytes of the text.
 
     The base alphabet is the 256 bytes (ids 4 .. 259, in byte order), so every text has an encoding and
@@ -562,36 +577,16 @@ class ByteBPETokenizer(Tokenizer):
 
     def __init__(self, num_merges: int = 1000):
         super().__init__(min_freq=1)
-        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
-            raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
-        self.num_merges = num_merges
-        self.merges: list[tuple[str, str]] = []
-        self._ranks: dict[tuple[str, str], int] = {}
-        self._cache: dict[str, tuple[str, ...]] = {}
+        self._no_merges_yet(num_merges)
 
     def _config(self) -> dict:
         return {"num_merges": self.num_merges}
 
-    def _extra_state(self) -> dict:
-        return {"merges": [list(p) for p in self.merges]}
-
     def _set_extra_state(self, state: dict) -> None:
-        merges = state.get("merges")
-        if not isinstance(merges, list) or not all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in merges):
-            raise ValueError("a ByteBPETokenizer file needs 'merges': a list of [left, right] string pairs")
         base = [BYTE_SYMBOLS[b] for b in range(256)]
         if self._id_to_token[len(SPECIAL_TOKENS):len(SPECIAL_TOKENS) + 256] != base:
             raise ValueError("a ByteBPETokenizer vocabulary must hold the 256 byte symbols right after the special tokens")
-        self._set_merges([tuple(p) for p in merges])
-        missing = [a + b for a, b in self.merges if a + b not in self._token_to_id]
-        if missing:
-            raise ValueError(f"the merged token {missing[0]!r} is missing from the vocabulary")
-
-    def _set_merges(self, merges: list[tuple[str, str]]) -> None:
-        self.merges = list(merges)
-        self._ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        self._cache = {}
+        self._read_merges(state)
 
     def train(self, texts: Iterable[str]) -> "ByteBPETokenizer":
         texts = check_texts(texts, "train() texts", allow_empty_strings=False)
@@ -618,24 +613,9 @@ class ByteBPETokenizer(Tokenizer):
         self._set_merges(kept)
         self.trained = True
 
-    def _bpe(self, chunk: str) -> tuple[str, ...]:
-        """Merges applied to one chunk's bytes, lowest rank first (cached: chunks repeat a lot)."""
-        cached = self._cache.get(chunk)
-        if cached is not None:
-            return cached
-        symbols = to_byte_symbols(chunk)
-        while len(symbols) > 1:
-            rank, pair = min((self._ranks.get(p, len(self._ranks)), p) for p in zip(symbols, symbols[1:]))
-            if rank == len(self._ranks):
-                break  # no learnt merge applies
-            symbols = _merge_word(symbols, pair, pair[0] + pair[1])
-        if len(self._cache) < 200_000:
-            self._cache[chunk] = symbols
-        return symbols
-
-    def tokenize(self, text: str) -> list[str]:
-        """Byte-level token strings (byte symbols); never ``<unk>``."""
-        return [s for chunk in split_chunks(_check_text(text)) for s in self._bpe(chunk)]
+    def _symbols(self, chunk: str) -> tuple[str, ...]:
+        """A chunk's UTF-8 bytes (as byte symbols) before any merge: never ``<unk>``."""
+        return to_byte_symbols(chunk)
 
     def token_bytes(self, index: int) -> bytes:
         """The bytes of token id ``index`` (a special token: its name in ASCII)."""
@@ -662,8 +642,7 @@ class ByteBPETokenizer(Tokenizer):
 
     def truncated(self, num_merges: int) -> "ByteBPETokenizer":
         """The tokenizer that training with only the first ``num_merges`` merges would have given."""
-        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or not 0 <= num_merges <= len(self.merges):
-            raise ValueError(f"num_merges must be an int in 0 .. {len(self.merges)}, got {num_merges!r}")
+        self._check_num_merges(num_merges)
         small = ByteBPETokenizer(num_merges=num_merges)
         small._build_from_merges(self.merges[:num_merges])
         return small
