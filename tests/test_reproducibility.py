@@ -49,6 +49,18 @@ def test_every_chapter_is_measured_and_every_tolerance_names_a_compared_cell():
             "print sampled text in a cell of its own marked NBVAL_IGNORE_OUTPUT")
 
 
+def test_chapters_that_multiply_numpy_matrices_were_measured_with_other_openblas_kernels():
+    # numpy's BLAS is OpenBLAS, not torch's MKL: ATEN_CPU_CAPABILITY and MKL_CBWR leave it on the CPU's
+    # own kernels, so a chapter using numpy linear algebra needs a path that changes OpenBLAS's too.
+    uses_numpy = [p for p in CHAPTERS if "import numpy" in p.read_text(encoding="utf-8")]
+    assert {p.name for p in uses_numpy} >= {"01_history.ipynb", "03_math.ipynb", "04_backprop.ipynb"}
+    for path in uses_numpy:
+        measured_on = SPEC["notebooks"][path.name].get("measured_on", {})
+        kernels = {info.get("openblas_coretype", "native") for info in measured_on.values()}
+        assert kernels - {"native"}, (f"{path.name} uses numpy but was never measured with another OpenBLAS "
+                                      f"kernel: `make tolerances NOTEBOOKS=notebooks/{path.name}`")
+
+
 def test_the_report_page_is_generated_from_the_tolerances():
     page = reproducibility.REPORT_PAGE.read_text(encoding="utf-8")
     assert page == reproducibility.report_text(SPEC), "run `python -m llmcourse.book.reproducibility report`"
@@ -96,7 +108,8 @@ def test_the_run_uses_other_kernels_than_the_recording(monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     env = {}
     line = nbval_plugin.choose_numerical_path(env)
-    assert env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+    assert env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2",
+                   "OPENBLAS_CORETYPE": "Haswell"}
     assert "recorded with AVX512" in line and "avx2" in line
     env = {"ATEN_CPU_CAPABILITY": "default"}  # a stand-in chosen by hand is kept
     nbval_plugin.choose_numerical_path(env)
@@ -126,8 +139,9 @@ def test_recording_in_place_refuses_another_path(tmp_path):
         record.run([CHAPTERS[0]], cpu_capability="default")
     with pytest.raises(FileNotFoundError, match="not a notebook"):
         record.run([tmp_path / "missing.ipynb"])
-    env = record.kernel_env(2, "avx2", tmp_path / "ppl.json", "AVX2")
-    assert (env["OMP_NUM_THREADS"], env["ATEN_CPU_CAPABILITY"], env["MKL_CBWR"]) == ("2", "avx2", "AVX2")
+    env = record.kernel_env(2, "avx2", tmp_path / "ppl.json", "AVX2", "Haswell")
+    assert (env["OMP_NUM_THREADS"], env["ATEN_CPU_CAPABILITY"], env["MKL_CBWR"], env["OPENBLAS_CORETYPE"]) == (
+        "2", "avx2", "AVX2", "Haswell")
     assert env["LLMCOURSE_RESULTS_FILE"] == str(tmp_path / "ppl.json")
     with pytest.raises(ValueError, match="threads must be an int >= 1"):
         record.kernel_env(0, None, None)

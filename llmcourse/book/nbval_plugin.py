@@ -5,10 +5,11 @@ run on a numerical path other than the one that recorded the notebooks.
   :mod:`llmcourse.book.numeric_compare`: text exactly, numbers within the cell's tolerance from
   ``notebooks/tolerances.json`` (closed-form precision for a cell that declares none).
 - The notebooks were recorded on one path (``metadata.llmcourse.recorded_with``: torch's CPU kernels
-  and one thread). Unless the run already differs from that path (``ATEN_CPU_CAPABILITY`` or
-  ``MKL_CBWR`` set, another ``OMP_NUM_THREADS``, a CPU whose torch kernels are not the recording's),
-  the kernels nbval starts use another set of CPU kernels (torch's and MKL's AVX2 code where the
-  recording used AVX-512, as on an AVX2-only CPU), so every run shows that the stated numbers hold
+  and one thread). Unless the run already differs from that path (``ATEN_CPU_CAPABILITY``,
+  ``MKL_CBWR`` or ``OPENBLAS_CORETYPE`` set, another ``OMP_NUM_THREADS``, a CPU whose torch kernels
+  are not the recording's), the kernels nbval starts use another set of CPU kernels (torch's, MKL's
+  and numpy's OpenBLAS AVX2 code where the recording used AVX-512, as on an AVX2-only CPU), so every
+  run shows that the stated numbers hold
   on a path other than the recording one, not only bit for bit where they were made.
   ``LLMCOURSE_NBVAL_PATH=recording`` keeps the recording path (to check a fresh recording).
 - Kernels get one torch thread unless ``OMP_NUM_THREADS`` is set (two xdist workers share 2 cores),
@@ -33,7 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOLERANCES_FILE = ROOT / "notebooks" / "tolerances.json"
 # Another set of kernels than the recording's, for the run that proves portability: what an AVX2-only
 # CPU computes (torch's own kernels and MKL's matrix products) where the recording used AVX-512.
-OTHER_PATH = {"AVX512": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"},
+OTHER_PATH = {"AVX512": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "OPENBLAS_CORETYPE": "Haswell"},
               "AVX2": {"ATEN_CPU_CAPABILITY": "default"}}
 
 
@@ -115,7 +116,7 @@ def choose_numerical_path(environ=os.environ) -> str:
     recorded, threads = recorded_path()
     # Only a run that would repeat the recording path exactly is moved to other kernels: another thread
     # count, other kernels chosen by hand, or another CPU already are another path.
-    chosen = {"ATEN_CPU_CAPABILITY", "MKL_CBWR"} & set(environ) or environ["OMP_NUM_THREADS"] != str(threads)
+    chosen = {"ATEN_CPU_CAPABILITY", "MKL_CBWR", "OPENBLAS_CORETYPE"} & set(environ) or environ["OMP_NUM_THREADS"] != str(threads)
     if not chosen and environ.get("LLMCOURSE_NBVAL_PATH") != "recording":
         import torch
 
@@ -124,8 +125,10 @@ def choose_numerical_path(environ=os.environ) -> str:
             environ.update(OTHER_PATH.get(native, {}))
     kernels = environ.get("ATEN_CPU_CAPABILITY", "native")
     mkl = environ.get("MKL_CBWR", "native")
+    openblas = environ.get("OPENBLAS_CORETYPE", "native")
     return (f"nbval: notebooks recorded with {recorded or 'unknown'} kernels on 1 thread; run here with "
-            f"{kernels} torch kernels, {mkl} MKL path, {environ['OMP_NUM_THREADS']} thread(s); numbers "
+            f"{kernels} torch kernels, {mkl} MKL path, {openblas} OpenBLAS kernels, "
+            f"{environ['OMP_NUM_THREADS']} thread(s); numbers "
             f"compared within {TOLERANCES_FILE.relative_to(ROOT)}")
 
 

@@ -41,15 +41,17 @@ def chapter_notebooks() -> list[pathlib.Path]:
 
 
 def kernel_env(threads: int, cpu_capability: str | None, results: pathlib.Path | None,
-               mkl_cbwr: str | None = None) -> dict:
+               mkl_cbwr: str | None = None, openblas_coretype: str | None = None) -> dict:
     """The environment a chapter's kernel runs in: thread count, torch's CPU kernels
-    (``ATEN_CPU_CAPABILITY``), MKL's matrix-multiply code path (``MKL_CBWR``), results table."""
+    (``ATEN_CPU_CAPABILITY``), MKL's matrix-multiply code path (``MKL_CBWR``, torch's BLAS), OpenBLAS's
+    kernels (``OPENBLAS_CORETYPE``, numpy's BLAS: chapters 1, 3 and 4), results table."""
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     env = dict(os.environ)
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
-    for name, value in (("ATEN_CPU_CAPABILITY", cpu_capability), ("MKL_CBWR", mkl_cbwr)):
+    for name, value in (("ATEN_CPU_CAPABILITY", cpu_capability), ("MKL_CBWR", mkl_cbwr),
+                        ("OPENBLAS_CORETYPE", openblas_coretype)):
         env.pop(name, None)
         if value:
             env[name] = value
@@ -67,7 +69,7 @@ def numerical_path(env: dict) -> dict:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     version, capability = out.stdout.split()
     return {"torch": version, "cpu_capability": capability, "mkl_cbwr": env.get("MKL_CBWR", "native"),
-            "threads": int(env["OMP_NUM_THREADS"]), "machine": platform.machine(),
+            "openblas_coretype": env.get("OPENBLAS_CORETYPE", "native"), "threads": int(env["OMP_NUM_THREADS"]), "machine": platform.machine(),
             "python": platform.python_version()}
 
 
@@ -99,13 +101,13 @@ def execute(path: pathlib.Path, target: pathlib.Path, env: dict, path_info: dict
 
 def run(paths, out: pathlib.Path | None = None, threads: int = RECORDING_THREADS,
         cpu_capability: str | None = None, jobs: int = 1, timeout: int = 1200,
-        mkl_cbwr: str | None = None) -> dict[str, float]:
+        mkl_cbwr: str | None = None, openblas_coretype: str | None = None) -> dict[str, float]:
     """Execute ``paths`` (in place, or into ``out``), ``jobs`` at a time; returns seconds per notebook."""
     paths = [pathlib.Path(p).resolve() for p in paths]
     for p in paths:
         if not p.is_file() or p.suffix != ".ipynb":
             raise FileNotFoundError(f"{p}: not a notebook file (expected notebooks/NN_name.ipynb)")
-    if out is None and (threads != RECORDING_THREADS or cpu_capability or mkl_cbwr):
+    if out is None and (threads != RECORDING_THREADS or cpu_capability or mkl_cbwr or openblas_coretype):
         raise ValueError("in-place recording uses the recording path (1 thread, native kernels); "
                          "pass --out DIR to execute on another path")
     scratch = None
@@ -114,7 +116,7 @@ def run(paths, out: pathlib.Path | None = None, threads: int = RECORDING_THREADS
         out.mkdir(parents=True, exist_ok=True)
         scratch = out / "perplexity.json"
         shutil.copyfile(results_file(), scratch)
-    env = kernel_env(threads, cpu_capability, scratch, mkl_cbwr)
+    env = kernel_env(threads, cpu_capability, scratch, mkl_cbwr, openblas_coretype)
     info = numerical_path(env)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {p.name: pool.submit(execute, p, (out / p.name) if out else p, env, info, timeout)
@@ -137,13 +139,16 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=RECORDING_THREADS, help="torch threads (only with --out)")
     parser.add_argument("--cpu-capability", help="ATEN_CPU_CAPABILITY: default, avx2, avx512 (only with --out)")
     parser.add_argument("--mkl-cbwr", help="MKL_CBWR: MKL's code path for matrix products, e.g. AVX2 (only with --out)")
+    parser.add_argument("--openblas-coretype", help="OPENBLAS_CORETYPE: numpy's OpenBLAS kernels, e.g. Haswell "
+                        "(only with --out)")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks executed at the same time")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     args = parser.parse_args(argv)
     paths = chapter_notebooks() if args.all else args.notebooks
     if not paths:
         parser.error("name the notebooks to execute, or pass --all")
-    run(paths, args.out, args.threads, args.cpu_capability, args.jobs, args.timeout, args.mkl_cbwr)
+    run(paths, args.out, args.threads, args.cpu_capability, args.jobs, args.timeout, args.mkl_cbwr,
+        args.openblas_coretype)
     return 0
 
 

@@ -42,10 +42,11 @@ MULTIPLE = 3
 # ATEN_CPU_CAPABILITY=default); "2 threads" sums in another order. On the recording machine the
 # recording path itself repeats bit for bit, so it is not re-run.
 PATHS = {
-    "avx2": {"threads": 1, "cpu_capability": "avx2", "mkl_cbwr": "AVX2"},
-    "scalar": {"threads": 1, "cpu_capability": "default", "mkl_cbwr": None},
-    "2 threads": {"threads": 2, "cpu_capability": None, "mkl_cbwr": None},
+    "avx2": {"threads": 1, "cpu_capability": "avx2", "mkl_cbwr": "AVX2", "openblas_coretype": "Haswell"},
+    "scalar": {"threads": 1, "cpu_capability": "default", "mkl_cbwr": None, "openblas_coretype": None},
+    "2 threads": {"threads": 2, "cpu_capability": None, "mkl_cbwr": None, "openblas_coretype": None},
 }
+PATH_KEYS = ("torch", "cpu_capability", "mkl_cbwr", "openblas_coretype", "threads", "machine")
 # What nbval does not compare (nbval.plugin's skip list, images included).
 NOT_COMPARED = ("metadata", "traceback", "prompt_number", "output_type", "name", "execution_count",
                 "application/vnd.jupyter.widget-view+json", "image/png", "image/jpeg")
@@ -202,10 +203,12 @@ def measure(runs: dict[str, pathlib.Path], notebooks=None, path: pathlib.Path = 
     spec.setdefault("notebooks", {})
     for name, folder in runs.items():
         info = json.loads((pathlib.Path(folder) / "path.json").read_text())
-        spec["paths"][name] = {k: info.get(k, "native") for k in ("torch", "cpu_capability", "mkl_cbwr", "threads",
-                                                                  "machine")}
+        spec["paths"][name] = {k: info.get(k, "native") for k in PATH_KEYS}
     for nb in notebooks:
-        spec["notebooks"][nb.name] = measure_notebook(nb, runs)
+        # Each notebook keeps the paths it was measured on: a later run of other chapters on changed
+        # paths must not make an older measurement look as if it had been made there.
+        spec["notebooks"][nb.name] = dict(measure_notebook(nb, runs),
+                                          measured_on={name: spec["paths"][name] for name in runs})
     spec["notebooks"] = dict(sorted(spec["notebooks"].items()))
     _write(path, json.dumps(spec, indent=1, ensure_ascii=False) + "\n")
     return spec
@@ -228,7 +231,8 @@ def run(notebooks=None, out: pathlib.Path | None = None, jobs: int = 2) -> dict:
         folder = out / name.replace(" ", "-")
         # Two threads already fill both cores: run those notebooks one at a time.
         record.run(notebooks, folder, how["threads"], how["cpu_capability"],
-                   jobs=1 if how["threads"] > 1 else jobs, mkl_cbwr=how["mkl_cbwr"])
+                   jobs=1 if how["threads"] > 1 else jobs, mkl_cbwr=how["mkl_cbwr"],
+                   openblas_coretype=how["openblas_coretype"])
         runs[name] = folder
     spec = measure(runs, notebooks)
     write_report(spec)
@@ -305,16 +309,17 @@ def report_text(spec: dict) -> str:
         "To see how far the numbers depend on that path, every chapter was also run on these paths, each of",
         "which changes the floating-point arithmetic the way another machine does:",
         "",
-        "| path | torch CPU kernels | MKL code path | threads | torch |",
-        "|---|---|---|---|---|",
+        "| path | torch CPU kernels | MKL code path (torch) | OpenBLAS kernels (numpy) | threads | torch |",
+        "|---|---|---|---|---|---|",
     ]
     for name, info in paths.items():
-        lines.append(f"| {name} | {info['cpu_capability']} | {info['mkl_cbwr']} | {info['threads']} | "
-                     f"{info['torch']} |")
+        lines.append(f"| {name} | {info['cpu_capability']} | {info['mkl_cbwr']} | "
+                     f"{info.get('openblas_coretype', 'native')} | {info['threads']} | {info['torch']} |")
     lines += [
         "",
-        "`make test` itself executes the notebooks on the `avx2` path (torch's and MKL's AVX2 code where the",
-        "recording used AVX-512), so every test run checks the tolerances rather than assuming them.",
+        "`make test` itself executes the notebooks on the `avx2` path (torch's, MKL's and OpenBLAS's AVX2 code",
+        "where the recording used AVX-512), so every test run checks the tolerances rather than assuming them.",
+        "OpenBLAS is numpy's BLAS; only chapters 1, 3 and 4 multiply numpy matrices (torch uses MKL).",
         "",
         "## Execution times",
         "",
