@@ -27,7 +27,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from llmcourse.core.checks import check_int
+import torch.nn.functional as F
+
+from llmcourse.core.checks import IGNORE_INDEX, check_finite, check_int, eval_mode, model_device
 from llmcourse.data import corpus
 from llmcourse.data.batching import encode_texts, eval_windows, lm_stream
 from llmcourse.data.tokenizers import EOS_ID, CharTokenizer, Tokenizer
@@ -180,6 +182,53 @@ def lm_perplexity(model: torch.nn.Module, stream: torch.Tensor, block_size: int,
         raise TypeError(f"model must be a torch.nn.Module returning (B, T, V) logits, got {type(model).__name__}")
     windows = eval_windows(stream, block_size, stride)  # checks the stream, block_size and stride
     return math.exp(evaluate_lm(model, windows, batch_size, device))
+
+
+def lm_token_nll(model: torch.nn.Module, stream: torch.Tensor, block_size: int, stride: int | None = None,
+                 batch_size: int = 32, device=None) -> torch.Tensor:
+    """The negative log-likelihood (nats, float64) of every token of ``stream[1:]``, in stream order, each
+    scored once in the windows of :func:`lm_perplexity` (whose perplexity is ``exp`` of their mean, up to
+    the order of summation). Per-token values are what interpolating two models needs."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module returning (B, T, V) logits, got {type(model).__name__}")
+    windows = eval_windows(stream, block_size, stride)
+    device = torch.device(device) if device is not None else model_device(model)
+    parts = []
+    with eval_mode(model), torch.no_grad():
+        for x, y in windows.batches(batch_size):
+            out = model(x.to(device))
+            logits = out[0] if isinstance(out, (tuple, list)) else out  # (B, T, V)
+            if logits.shape[:2] != x.shape:
+                raise ValueError(f"model returned logits of shape {tuple(logits.shape)}; expected (B, T, V)")
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.to(device).reshape(-1),
+                                  ignore_index=IGNORE_INDEX, reduction="none")  # (B * T,), 0 where not counted
+            parts.append(nll[y.reshape(-1).to(device) != IGNORE_INDEX].double().cpu())  # row-major = stream order
+    return torch.cat(parts)
+
+
+def interpolated_nll(nll_a, nll_b, weight: float) -> torch.Tensor:
+    """Per-token NLL of the mixture ``weight * p_a + (1 - weight) * p_b`` of two models scored on the same
+    tokens (Bengio et al. 2003 mixed their network with an n-gram model this way)."""
+    a, b = torch.as_tensor(nll_a, dtype=torch.float64), torch.as_tensor(nll_b, dtype=torch.float64)
+    if a.shape != b.shape or a.dim() != 1:
+        raise ValueError(f"nll_a and nll_b must be 1-D and score the same tokens, got shapes "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    weight = check_finite("weight", weight, 0.0)
+    if weight > 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    # log(w e^-a + (1-w) e^-b), computed stably; a weight of 0 or 1 gives exactly the other model
+    if weight in (0.0, 1.0):
+        return (b if weight == 0.0 else a).clone()
+    return -torch.logaddexp(math.log(weight) - a, math.log1p(-weight) - b)
+
+
+def bits_per_char(total_nll_nats: float, n_chars: int) -> float:
+    """Bits per character: a summed NLL in nats over a text, divided by ``ln 2`` and by the text's number
+    of characters. Unlike perplexity per token it does not depend on the tokenizer, so models with other
+    vocabularies (characters, BPE, bytes) can be compared on the same text."""
+    n_chars = check_int("n_chars", n_chars, 1)
+    total = check_finite("total_nll_nats", total_nll_nats, 0.0)
+    return total / math.log(2) / n_chars
 
 
 def seq_repetition(ids: Sequence[int], n: int = 4) -> float:

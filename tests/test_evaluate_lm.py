@@ -112,3 +112,63 @@ def test_bad_inputs_are_refused(reviews):
         seq_repetition(42)
     with pytest.raises(ValueError, match="1-D"):
         seq_repetition(torch.zeros(2, 3, dtype=torch.long))
+
+
+# ---- per-token NLL, interpolation, bits per character ----------------------------------------------
+def test_token_nll_is_every_target_once_in_stream_order():
+    from llmcourse.evaluate import lm_token_nll
+
+    V = 7
+    model = BigramTable(V, seed=3)
+    stream = torch.randint(0, V, (53,), generator=torch.Generator().manual_seed(0))
+    direct = -model.logp.detach()[stream[:-1], stream[1:]].double()  # a bigram needs one token of context
+    for block_size, stride in [(8, None), (8, 8), (5, 2), (52, None)]:
+        nll = lm_token_nll(model, stream, block_size, stride, batch_size=3)
+        assert nll.dtype == torch.float64 and nll.shape == (52,)
+        torch.testing.assert_close(nll, direct, rtol=1e-6, atol=1e-6)
+        assert math.exp(nll.mean()) == pytest.approx(lm_perplexity(model, stream, block_size, stride), rel=1e-6)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        lm_token_nll(lambda x: x, stream, 8)
+
+
+def test_interpolation_is_the_mixture_of_probabilities():
+    from llmcourse.evaluate import interpolated_nll
+
+    a = torch.tensor([0.1, 2.0, 5.0], dtype=torch.float64)
+    b = torch.tensor([3.0, 0.5, 40.0], dtype=torch.float64)
+    assert torch.equal(interpolated_nll(a, b, 1.0), a) and torch.equal(interpolated_nll(a, b, 0.0), b)
+    expected = -torch.log(0.3 * torch.exp(-a) + 0.7 * torch.exp(-b))
+    torch.testing.assert_close(interpolated_nll(a, b, 0.3), expected)
+    # a mixture is never worse than the worse model and never better than the better one per token
+    mix = interpolated_nll(a, b, 0.5)
+    assert bool((mix <= torch.maximum(a, b)).all() and (mix >= torch.minimum(a, b)).all())
+    with pytest.raises(ValueError, match="same tokens"):
+        interpolated_nll(a, b[:2], 0.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        interpolated_nll(a, b, 1.5)
+    with pytest.raises(ValueError, match="finite"):
+        interpolated_nll(a, b, float("nan"))
+
+
+def test_bits_per_char():
+    from llmcourse.evaluate import bits_per_char
+
+    assert bits_per_char(10 * math.log(2), 10) == pytest.approx(1.0)
+    assert bits_per_char(0.0, 3) == 0.0
+    with pytest.raises(ValueError, match="n_chars"):
+        bits_per_char(1.0, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        bits_per_char(-1.0, 5)
+
+
+def test_ngram_token_nlls_add_up_to_the_total():
+    from llmcourse.models.ngram import NGramLM
+
+    train = [list("abcab"), list("bca"), list("aab")]
+    test = [list("abc"), list("cb"), list("x")]  # x is unseen: <unk>
+    for smoothing in ("add-k", "kneser-ney"):
+        lm = NGramLM(3, smoothing).fit(train)
+        nlls = lm.token_nlls(test)
+        total, count = lm.total_nll(test)
+        assert len(nlls) == count == 4 + 3 + 2
+        assert sum(nlls) == pytest.approx(total, rel=1e-12)

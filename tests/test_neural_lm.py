@@ -236,3 +236,25 @@ def test_overfits_a_tiny_corpus(make):
     # below the ln(V) ~ 2.9 nats per token at the start
     assert y.numel() == 19
     assert loss.item() < 2 * math.log(2) / 19 + 0.05
+
+
+@pytest.mark.parametrize("make", [lambda V: MLPLM(V, context=3, emb_dim=8, hidden=16),
+                                  lambda V: LSTMLM(V, emb_dim=8, hidden_size=16)])
+def test_mlp_and_lstm_can_start_at_the_unigram_model(make):
+    V = 20
+    torch.manual_seed(0)
+    model = make(V)
+    stream = torch.randint(0, 6, (300,), generator=torch.Generator().manual_seed(1))  # only ids 0..5
+    counts = torch.bincount(stream, minlength=V)
+    x, y = stream[:-1][:256].view(8, 32), stream[1:][:256].view(8, 32)
+    with torch.no_grad():
+        before = model(x, y)[1].item()
+        model.init_output_bias(counts)
+        after = model(x, y)[1].item()
+    expected = ((counts.double() + 0.5) / (counts.sum() + 0.5 * V)).log()
+    torch.testing.assert_close(model.head.bias.double(), expected, rtol=1e-6, atol=1e-6)
+    assert before == pytest.approx(math.log(V), abs=0.05) and after < before - 1.0  # unigram: far below ln V
+    with pytest.raises(ValueError, match=r"\(vocab_size,\) = \(20,\)"):
+        model.init_output_bias(counts[:5])
+    with pytest.raises(ValueError, match=">= 0"):
+        model.init_output_bias(-counts)

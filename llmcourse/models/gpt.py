@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmcourse.core.checks import IGNORE_INDEX, check_targets, check_token_ids
+from llmcourse.models.output_bias import init_unigram_bias
 
 ATTENTION_IMPLS = ("sdpa", "explicit")  # the fused kernel, or the formula written out
 
@@ -233,17 +234,8 @@ class GPT(nn.Module):
         geometry of its embeddings, which takes many updates on a large vocabulary; with it, training
         starts at the unigram perplexity and spends its updates on context. Needs ``head_bias=True``.
         """
-        if self.lm_head.bias is None:
-            raise ValueError("this GPT has no output bias: build it with GPTConfig(head_bias=True)")
-        counts = torch.as_tensor(token_counts)
-        if counts.shape != (self.config.vocab_size,) or counts.is_complex() or counts.dtype == torch.bool:
-            raise ValueError(f"token_counts must be a real (vocab_size,) = ({self.config.vocab_size},) tensor "
-                             f"of counts, got shape {tuple(counts.shape)} and dtype {counts.dtype}")
-        counts = counts.double()
-        if not torch.isfinite(counts).all() or (counts < 0).any():
-            raise ValueError("token_counts must be finite and >= 0")
-        counts = counts + 0.5  # tokens never seen get a small probability, not log 0
-        self.lm_head.bias.copy_((counts / counts.sum()).log())
+        init_unigram_bias(self.lm_head.bias, token_counts, self.config.vocab_size,
+                          "build it with GPTConfig(head_bias=True)")
 
     @property
     def block_size(self) -> int:

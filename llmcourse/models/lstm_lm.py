@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from llmcourse.core.checks import check_token_ids
 from llmcourse.models.mlp_lm import lm_loss
+from llmcourse.models.output_bias import init_unigram_bias
 
 
 @dataclass
@@ -82,6 +83,11 @@ class LSTMLM(nn.Module):
             self.head.weight = self.embedding.weight  # one (V, d) matrix, two uses
         else:
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
+
+    def init_output_bias(self, token_counts: torch.Tensor) -> None:
+        """Start the output bias at the log unigram frequencies of ``token_counts`` (V,), smoothed by 1/2:
+        the untrained model then predicts the unigram distribution (as :meth:`GPT.init_output_bias`)."""
+        init_unigram_bias(self.head.bias, token_counts, self.vocab_size, "the output layer was built without one")
 
     def new_cache(self) -> LSTMState:
         """An empty state for decoding: pass it to every ``forward`` of one generation."""

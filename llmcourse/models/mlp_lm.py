@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmcourse.core.checks import IGNORE_INDEX, check_targets, check_token_ids
+from llmcourse.models.output_bias import init_unigram_bias
 
 BOS_ID = 2  # the tokenizers' <bos>: what the model "sees" before the start of a sequence
 
@@ -68,6 +69,11 @@ class MLPLM(nn.Module):
         nn.init.zeros_(self.head.bias)
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)  # Bengio et al. allow W = 0: start as a pure MLP
+
+    def init_output_bias(self, token_counts: torch.Tensor) -> None:
+        """Start the output bias at the log unigram frequencies of ``token_counts`` (V,), smoothed by 1/2:
+        the untrained model then predicts the unigram distribution (as :meth:`GPT.init_output_bias`)."""
+        init_unigram_bias(self.head.bias, token_counts, self.vocab_size, "the output layer was built without one")
 
     def windows(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, context): for position t, the ids at t-context+1 .. t (left-padded)."""

@@ -223,6 +223,16 @@ class NGramLM:
             count += len(seq) + 1
         return total, count
 
+    def token_nlls(self, sequences: Iterable[Sequence[Hashable]]) -> list[float]:
+        """The negative log-likelihood (nats) of every predicted token, each sequence's tokens and then its
+        ``<eos>``, in order: the per-token values behind :meth:`total_nll` (to interpolate with another model)."""
+        self._check_fitted()
+        pad, out = [BOS] * (self.n - 1), []
+        for seq in _check_corpus(sequences):
+            padded = pad + [t if t in self._index else UNK for t in seq] + [EOS]
+            out += [self._sum_nll([gram]) for gram in zip(*(padded[j:] for j in range(self.n)))]
+        return out
+
     def _sum_nll(self, grams) -> float:
         """-sum log P(w | h) over n-gram tuples (h..., w): :meth:`_prob` inlined, as evaluation is hot."""
         n, log, total = self.n, math.log, 0.0
