@@ -258,3 +258,59 @@ def test_mlp_and_lstm_can_start_at_the_unigram_model(make):
         model.init_output_bias(counts[:5])
     with pytest.raises(ValueError, match=">= 0"):
         model.init_output_bias(-counts)
+
+
+# ---- truncated backpropagation through time ---------------------------------------------------------
+def test_contiguous_batches_continue_each_other_row_by_row():
+    from llmcourse.data.batching import ContiguousLMBatcher
+
+    stream = torch.arange(1000) % 97
+    b = ContiguousLMBatcher(stream, block_size=10, batch_size=4)
+    row = 999 // 4
+    assert b.windows_per_row == row // 10
+    x0, y0 = b(0)
+    x1, y1 = b(1, torch.Generator())  # the generator is not needed
+    assert x0.shape == (4, 10) and torch.equal(y0[:, :-1], x0[:, 1:]) and torch.equal(x1[:, 0], y0[:, -1])
+    for r in range(4):  # row r is the r-th stretch of the stream
+        assert torch.equal(x0[r], stream[r * row:r * row + 10])
+    assert torch.equal(b(b.windows_per_row)[0], x0)  # after the last window a row starts again
+    with pytest.raises(ValueError, match="fewer than block_size"):
+        ContiguousLMBatcher(torch.arange(30), block_size=10, batch_size=4)
+
+
+def test_carry_state_reads_windows_as_one_sequence_and_cuts_the_gradient():
+    from llmcourse.models.lstm_lm import CarryState
+
+    torch.manual_seed(0)
+    lm = LSTMLM(30, emb_dim=8, hidden_size=12)
+    model = CarryState(lm).train()
+    x = torch.randint(0, 30, (3, 16), generator=torch.Generator().manual_seed(0))
+    full, _ = lm(x)  # (3, 16, V) read in one go
+    first, _ = model(x[:, :8])
+    second, _ = model(x[:, 8:])  # continues from the state the first window left
+    torch.testing.assert_close(torch.cat([first, second], 1), full, atol=1e-5, rtol=1e-5)
+    assert not model.state.h.requires_grad and not model.state.c.requires_grad
+    model.eval()  # validation estimates start from zeros and leave the carried state alone
+    carried = model.state.h.clone()
+    torch.testing.assert_close(model(x[:, 8:])[0], lm(x[:, 8:])[0])
+    assert torch.equal(model.state.h, carried)
+    model.train()
+    fresh, _ = model(x[:2, :8])  # another batch size: the state cannot continue, start afresh
+    torch.testing.assert_close(fresh, lm(x[:2, :8])[0])
+    with pytest.raises(TypeError, match="wraps an LSTMLM"):
+        CarryState(MLPLM(30))
+
+
+def test_stream_nll_reads_the_whole_stream_with_the_state_carried():
+    from llmcourse.models.lstm_lm import stream_nll
+
+    torch.manual_seed(1)
+    lm = LSTMLM(25, emb_dim=8, hidden_size=12)
+    stream = torch.randint(0, 25, (70,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits, _ = lm(stream[:-1][None])
+        direct = F.cross_entropy(logits[0], stream[1:]).item()
+    for chunk in (1, 7, 69, 256):
+        assert stream_nll(lm, stream, chunk) == pytest.approx(direct, rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        stream_nll(lm, stream[:1])

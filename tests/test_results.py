@@ -53,3 +53,16 @@ def test_shipped_results_match_the_numbers_the_chapters_print():
         text = _stored_text(notebooks[0])
         for split in ("val", "test"):
             assert f"{row[split]:.2f}" in text, f"{name!r}: {split} perplexity {row[split]:.2f} is not in {notebooks[0].name}"
+
+
+def test_training_fields_are_checked_and_kept(tmp_path):
+    path = tmp_path / "ppl.json"
+    record_perplexity, perplexity_table = results.record_perplexity, results.perplexity_table
+    row = record_perplexity("m", 5, 80.0, 81.0, "d", path, train_tokens=614400, train_seconds=12.34,
+                            val_curve=[(0, 6.5), (50, 5.123456)])
+    assert row["train_tokens"] == 614400 and row["train_seconds"] == 12.3
+    assert perplexity_table(path)["m"]["val_curve"] == [[0, 6.5], [50, 5.1235]]
+    for bad in (dict(train_tokens=0), dict(train_tokens=1.5), dict(train_seconds=-1.0),
+                dict(val_curve=[]), dict(val_curve=[(0, float("nan"))]), dict(val_curve=[1, 2])):
+        with pytest.raises(ValueError):
+            record_perplexity("m", 5, 80.0, 81.0, "d", path, **bad)

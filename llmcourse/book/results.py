@@ -40,8 +40,14 @@ def _load(path: Path) -> dict:
 
 
 def record_perplexity(model: str, chapter: int, val: float, test: float, detail: str = "",
-                      path: Path | str | None = None) -> dict:
-    """Add or replace one row (perplexities rounded to 2 decimals) and return it."""
+                      path: Path | str | None = None, *, train_tokens: int | None = None,
+                      train_seconds: float | None = None, val_curve: list | None = None) -> dict:
+    """Add or replace one row (perplexities rounded to 2 decimals) and return it.
+
+    A trained model may add how much it read (``train_tokens``), how long training took on the machine that
+    recorded it (``train_seconds``: a measurement of that machine, never a compared number) and its
+    validation-loss estimates ``val_curve`` as ``[[update, loss], ...]``, so that a later chapter can
+    compare models at equal tokens and at equal wall-clock time without training them again."""
     if not model:
         raise ValueError("model name must be a non-empty string")
     for name, value in (("val", val), ("test", test)):
@@ -50,6 +56,7 @@ def record_perplexity(model: str, chapter: int, val: float, test: float, detail:
     path = Path(path) if path is not None else results_file()
     table = _load(path)
     row = {"chapter": int(chapter), "val": round(float(val), 2), "test": round(float(test), 2), "detail": detail}
+    row.update(_training_fields(train_tokens, train_seconds, val_curve))
     table[model] = row
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -60,6 +67,27 @@ def record_perplexity(model: str, chapter: int, val: float, test: float, detail:
     os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; the table is meant to be shared
     os.replace(tmp, path)
     return row
+
+
+def _training_fields(train_tokens, train_seconds, val_curve) -> dict:
+    fields = {}
+    if train_tokens is not None:
+        if isinstance(train_tokens, bool) or not isinstance(train_tokens, int) or train_tokens < 1:
+            raise ValueError(f"train_tokens must be a positive int, got {train_tokens!r}")
+        fields["train_tokens"] = train_tokens
+    if train_seconds is not None:
+        if not isinstance(train_seconds, (int, float)) or not math.isfinite(train_seconds) or train_seconds <= 0:
+            raise ValueError(f"train_seconds must be a positive number, got {train_seconds!r}")
+        fields["train_seconds"] = round(float(train_seconds), 1)
+    if val_curve is not None:
+        try:
+            curve = [[int(step), round(float(loss), 4)] for step, loss in val_curve]
+        except (TypeError, ValueError):
+            raise ValueError("val_curve must be a list of [update, validation loss] pairs") from None
+        if not curve or any(not math.isfinite(loss) for _, loss in curve):
+            raise ValueError("val_curve must be a non-empty list of finite [update, loss] pairs")
+        fields["val_curve"] = curve
+    return fields
 
 
 def perplexity_table(path: Path | str | None = None) -> dict[str, dict]:

@@ -130,6 +130,39 @@ class LMBatcher:
         return f"LMBatcher(tokens={self.stream.numel()}, block_size={self.block_size}, batch_size={self.batch_size})"
 
 
+class ContiguousLMBatcher:
+    """``get_batch(step, generator) -> (x, y)`` for truncated backpropagation through time.
+
+    The stream is cut into ``batch_size`` equal rows, one contiguous stretch of text each, and batch ``step``
+    is window ``step`` of every row: row ``r`` of batch ``step + 1`` continues row ``r`` of batch ``step``, so
+    a recurrent model can carry its state from one batch to the next (:class:`~llmcourse.models.lstm_lm.CarryState`).
+    After the last window a row starts again from its beginning. ``generator`` is not used (the order is
+    fixed by ``step``), so a resumed run continues exactly.
+    """
+
+    def __init__(self, stream: torch.Tensor, block_size: int, batch_size: int):
+        stream = _check_stream(stream).long()
+        self.block_size = check_int("block_size", block_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        row = (stream.numel() - 1) // batch_size  # predicted tokens per row
+        if row < block_size:
+            raise ValueError(f"a stream of {stream.numel()} tokens gives {batch_size} rows of {row} targets, fewer "
+                             f"than block_size {block_size}: use a smaller batch_size or block_size")
+        self.windows_per_row = row // block_size
+        starts = torch.arange(batch_size) * row  # (B,): where each row begins in the stream
+        self.x_rows = torch.stack([stream[s:s + row] for s in starts.tolist()])  # (B, row)
+        self.y_rows = torch.stack([stream[s + 1:s + 1 + row] for s in starts.tolist()])  # (B, row), one ahead
+
+    def __call__(self, step: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        step = check_int("step", step, 0)
+        j = (step % self.windows_per_row) * self.block_size
+        return self.x_rows[:, j:j + self.block_size], self.y_rows[:, j:j + self.block_size]  # (B, T) each
+
+    def __repr__(self) -> str:
+        return (f"ContiguousLMBatcher(rows={self.batch_size}, windows_per_row={self.windows_per_row}, "
+                f"block_size={self.block_size})")
+
+
 # ---- language modelling: exact evaluation --------------------------------------------------------
 @dataclass
 class EvalWindows:

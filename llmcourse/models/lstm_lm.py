@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from llmcourse.core.checks import check_token_ids
+import torch.nn.functional as F
+
+from llmcourse.core.checks import check_int, check_token_ids, eval_mode, model_device
 from llmcourse.models.mlp_lm import lm_loss
 from llmcourse.models.output_bias import init_unigram_bias
 
@@ -110,3 +112,48 @@ class LSTMLM(nn.Module):
             cache.h, cache.c = h, c
         logits = self.head(self.drop(out))  # (B, T, V)
         return logits, lm_loss(logits, targets, self.vocab_size, idx.shape)
+
+
+class CarryState(nn.Module):
+    """Truncated backpropagation through time for an :class:`LSTMLM`, as a module ``train`` can drive.
+
+    In training mode every call starts the LSTM from the state the previous call ended in, detached, so the
+    model reads the stream without a break while gradients stop at the window's start; the batches must
+    continue each other row by row (:class:`~llmcourse.data.batching.ContiguousLMBatcher`). In eval mode
+    (validation estimates) every call starts from zeros and the carried state is left alone.
+    """
+
+    def __init__(self, lm: LSTMLM):
+        super().__init__()
+        if not isinstance(lm, LSTMLM):
+            raise TypeError(f"CarryState wraps an LSTMLM, got {type(lm).__name__}")
+        self.lm = lm
+        self.state: LSTMState | None = None
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        if not self.training:
+            return self.lm(idx, targets)
+        carried = self.state if self.state is not None and self.state.h.size(1) == idx.size(0) else LSTMState()
+        cache = LSTMState(carried.h, carried.c)
+        logits, loss = self.lm(idx, targets, cache=cache)
+        self.state = LSTMState(cache.h.detach(), cache.c.detach())  # gradients stop here
+        return logits, loss
+
+
+@torch.no_grad()
+def stream_nll(lm: LSTMLM, stream: torch.Tensor, chunk: int = 256) -> float:
+    """Mean NLL (nats) of ``stream[1:]`` read once from the start with the state carried throughout, so
+    every token is predicted from all the text before it: the LSTM's own, unlimited context."""
+    stream = torch.as_tensor(stream).long().flatten()
+    if stream.numel() < 2:
+        raise ValueError("the stream needs at least 2 tokens (one input, one target)")
+    check_int("chunk", chunk, 1)
+    device = model_device(lm)
+    with eval_mode(lm):
+        cache, total = LSTMState(), 0.0
+        for i in range(0, stream.numel() - 1, chunk):
+            y = stream[i + 1:i + 1 + chunk].to(device)[None]  # (1, n): the next token of each input
+            x = stream[i:i + y.size(1)].to(device)[None]  # (1, n)
+            logits, _ = lm(x, cache=cache)  # the state goes on from the previous chunk
+            total += float(F.cross_entropy(logits[0].float(), y[0], reduction="sum"))
+        return total / (stream.numel() - 1)
