@@ -222,13 +222,16 @@ def interpolated_nll(nll_a, nll_b, weight: float) -> torch.Tensor:
     return -torch.logaddexp(math.log(weight) - a, math.log1p(-weight) - b)
 
 
-def bits_per_char(total_nll_nats: float, n_chars: int) -> float:
-    """Bits per character: a summed NLL in nats over a text, divided by ``ln 2`` and by the text's number
-    of characters. Unlike perplexity per token it does not depend on the tokenizer, so models with other
-    vocabularies (characters, BPE, bytes) can be compared on the same text."""
+def bits_per_char(total_nll_nats: float, n_chars: int, spelled_bits: float = 0.0) -> float:
+    """Bits per character: a summed NLL in nats over a text, in bits (``/ ln 2``), plus ``spelled_bits`` for
+    spelling out the characters the tokenizer mapped to ``<unk>`` (chapter 2: 8 bits per UTF-8 byte),
+    divided by the text's number of characters (the book counts each review's end as one). Unlike
+    perplexity per token it does not depend on the tokenizer, so models with other vocabularies
+    (characters, BPE, bytes) can be compared on the same text."""
     n_chars = check_int("n_chars", n_chars, 1)
     total = check_finite("total_nll_nats", total_nll_nats, 0.0)
-    return total / math.log(2) / n_chars
+    spelled = check_finite("spelled_bits", spelled_bits, 0.0)
+    return (total / math.log(2) + spelled) / n_chars
 
 
 def seq_repetition(ids: Sequence[int], n: int = 4) -> float:

@@ -155,6 +155,7 @@ def test_bits_per_char():
 
     assert bits_per_char(10 * math.log(2), 10) == pytest.approx(1.0)
     assert bits_per_char(0.0, 3) == 0.0
+    assert bits_per_char(10 * math.log(2), 10, spelled_bits=5.0) == pytest.approx(1.5)
     with pytest.raises(ValueError, match="n_chars"):
         bits_per_char(1.0, 0)
     with pytest.raises(ValueError, match=">= 0"):

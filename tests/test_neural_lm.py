@@ -299,6 +299,15 @@ def test_carry_state_reads_windows_as_one_sequence_and_cuts_the_gradient():
     torch.testing.assert_close(fresh, lm(x[:2, :8])[0])
     with pytest.raises(TypeError, match="wraps an LSTMLM"):
         CarryState(MLPLM(30))
+    # reset_every: the chain restarts from zeros every that many training windows
+    bounded = CarryState(lm, reset_every=2).train()
+    a, _ = bounded(x[:, :8])
+    b, _ = bounded(x[:, 8:])
+    c, _ = bounded(x[:, :8])  # the third window starts afresh
+    torch.testing.assert_close(torch.cat([a, b], 1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c, a)
+    with pytest.raises(ValueError, match="reset_every"):
+        CarryState(lm, reset_every=0)
 
 
 def test_stream_nll_reads_the_whole_stream_with_the_state_carried():
