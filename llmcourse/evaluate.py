@@ -26,7 +26,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-
 import torch.nn.functional as F
 
 from llmcourse.core.checks import IGNORE_INDEX, check_finite, check_int, eval_mode, model_device

@@ -323,3 +323,28 @@ def test_stream_nll_reads_the_whole_stream_with_the_state_carried():
         assert stream_nll(lm, stream, chunk) == pytest.approx(direct, rel=1e-5)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         stream_nll(lm, stream[:1])
+
+
+def test_a_carried_state_run_resumes_exactly(tmp_path):
+    from llmcourse.data.batching import ContiguousLMBatcher, LMBatcher
+    from llmcourse.models.lstm_lm import CarryState
+    from llmcourse.train import TrainConfig, train
+
+    stream = torch.randint(0, 30, (3000,), generator=torch.Generator().manual_seed(0))
+    batches = ContiguousLMBatcher(stream, block_size=8, batch_size=4)
+
+    def run(stop_at=None, resume=False):
+        torch.manual_seed(0)
+        model = CarryState(LSTMLM(30, emb_dim=8, hidden_size=12), reset_every=3)
+        cfg = TrainConfig(max_steps=8, lr=1e-2, warmup_steps=1, checkpoint_path=str(tmp_path / "ckpt.pt"),
+                          checkpoint_interval=4, progress=False, eval_interval=None)
+        train(model, batches, cfg, stop_at=stop_at, resume=resume)
+        return model
+
+    straight = run()
+    run(stop_at=5)  # interrupted after 5 updates: mid-chain (calls 3..5 form one chain)
+    resumed = run(resume=True)
+    assert resumed.calls == straight.calls == 8
+    for name, p in straight.lm.state_dict().items():
+        assert torch.equal(p, resumed.lm.state_dict()[name]), name
+    assert torch.equal(straight.state.h, resumed.state.h)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-
 import torch.nn.functional as F
 
 from llmcourse.core.checks import check_int, check_token_ids, eval_mode, model_device
@@ -148,6 +147,16 @@ class CarryState(nn.Module):
         logits, loss = self.lm(idx, targets, cache=cache)
         self.state = LSTMState(cache.h.detach(), cache.c.detach())  # gradients stop here
         return logits, loss
+
+    # The carried state is part of the module's state_dict, so a checkpoint saved by ``train`` resumes the
+    # chain exactly where it stopped instead of silently restarting it from zeros.
+    def get_extra_state(self) -> dict:
+        empty = self.state is None
+        return {"calls": self.calls, "h": None if empty else self.state.h, "c": None if empty else self.state.c}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.calls = int(state["calls"])
+        self.state = None if state["h"] is None else LSTMState(state["h"], state["c"])
 
 
 @torch.no_grad()
