@@ -248,3 +248,15 @@ def test_mean_pooling_averages_real_tokens_only():
         torch.testing.assert_close(model(padded, mask)[0], expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="pooling"):
         BertConfig(pooling="max")
+
+
+def test_attention_dropout_is_its_own_setting_as_in_hugging_face():
+    assert BertConfig(dropout=0.2).attention_dropout == 0.2  # None: the same as dropout
+    cfg = BertConfig(vocab_size=V, max_position=16, n_embd=32, n_head=4, dropout=0.1, attention_dropout=0.0)
+    model = BertForSequenceClassification(cfg)
+    assert all(layer.attn.dropout == 0.0 for layer in model.bert.layers)
+    assert model.drop.p == 0.1 and model.bert.layers[0].drop.p == 0.1
+    converted = bert_from_hf(tf.BertForMaskedLM(hf_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.0)))
+    assert (converted.config.dropout, converted.config.attention_dropout) == (0.1, 0.0)
+    with pytest.raises(ValueError, match=r"attention_dropout must be a float in \[0, 1\) or None"):
+        BertConfig(attention_dropout=1.0)

@@ -185,7 +185,7 @@ def test_the_write_is_atomic(tmp_path, monkeypatch, tiny_builds):
 
 # what chapters 6 and 7 print from the shipped files' stored metrics (and chapter 6 records in
 # results/perplexity.json): a rebuilt or migrated file must report them, or the chapters must be re-recorded
-BOOK_METRICS = {"gpt-reviews": {"val_ppl": 49.57, "test_ppl": 50.64}, "bert-mlm-reviews": {"val_mlm_loss": 3.1926}}
+BOOK_METRICS = {"gpt-reviews": {"val_ppl": 49.57, "test_ppl": 50.64}, "bert-mlm-reviews": {"val_mlm_loss": 3.3002}}
 
 
 @pytest.mark.parametrize("name", sorted(pretrained.RECIPES))

@@ -5,7 +5,9 @@ reviews. This module keeps the pieces the chapter (and chapter 11) reuse:
 
 * :func:`labelled_subset`: "the n labelled examples" of an experiment, a seeded random sample, so
   every model in a comparison sees exactly the same labels;
-* :func:`finetune_classifier`: one fine-tuning run with the book's training loop;
+* :func:`finetune_classifier`: one fine-tuning run with the book's training loop, for a BERT or a
+  GPT classifier (:class:`~llmcourse.models.gpt_classifier.GPTForSequenceClassification`);
+* :func:`gpt_classifier_ids`: a review as the GPT classifier reads it, between two end-of-review tokens;
 * :func:`classification_logits` and :func:`classifier_accuracy`: a sequence classifier's logits and
   test accuracy;
 * :func:`bert_attention_maps` and :func:`attention_by_offset`: the attention weights of every layer and
@@ -25,7 +27,9 @@ import torch.nn as nn
 from llmcourse.core.checks import eval_mode, model_device
 from llmcourse.data.masking import ClassificationBatcher, check_id_lists, pad_with_mask
 from llmcourse.evaluate import accuracy
+from llmcourse.data.tokenizers import EOS_ID, Tokenizer
 from llmcourse.models.bert import BertBase, BertForSequenceClassification, BertModel
+from llmcourse.models.gpt_classifier import GPTForSequenceClassification
 from llmcourse.train import TrainConfig, train
 
 
@@ -44,15 +48,29 @@ def labelled_subset(items: Sequence, n: int, seed: int) -> list:
     return [items[i] for i in order.tolist()]
 
 
-def finetune_classifier(model: BertForSequenceClassification, sequences: Sequence[Sequence[int]], labels: Sequence[int],
+CLASSIFIERS = (BertForSequenceClassification, GPTForSequenceClassification)
+
+
+def finetune_classifier(model: nn.Module, sequences: Sequence[Sequence[int]], labels: Sequence[int],
                         config: TrainConfig, batch_size: int = 32, pad_id: int = 0, device=None) -> dict:
-    """Train a :class:`~llmcourse.models.bert.BertForSequenceClassification` on labelled id
-    sequences with :func:`llmcourse.train.train` (random batches drawn with replacement, the data
-    order seeded by ``config.seed``). Returns the training history; the model is trained in place."""
-    if not isinstance(model, BertForSequenceClassification):
-        raise TypeError(f"model must be a BertForSequenceClassification, got {type(model).__name__}")
+    """Train a sequence classifier (BERT's or GPT's, :data:`CLASSIFIERS`) on labelled id sequences
+    with :func:`llmcourse.train.train` (random batches drawn with replacement, the data order seeded
+    by ``config.seed``). Returns the training history; the model is trained in place."""
+    if not isinstance(model, CLASSIFIERS):
+        raise TypeError(f"model must be a BertForSequenceClassification or GPTForSequenceClassification, "
+                        f"got {type(model).__name__}")
     batches = ClassificationBatcher(sequences, labels, batch_size, pad_id)
     return train(model, batches, config, device=device)
+
+
+def gpt_classifier_ids(tokenizer: Tokenizer, text: str, max_len: int) -> list[int]:
+    """``[<eos>] + text + [<eos>]`` as ids, the text cut to ``max_len - 2`` tokens: the framing the
+    book's language models read reviews in (chapter 5's streams put ``<eos>`` between reviews), so the
+    final ``<eos>``, where the GPT classifier reads its state, is a position the model knows as "a
+    review has just ended"."""
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 3:
+        raise ValueError(f"max_len must be an int >= 3 (two end tokens and at least one of the text), got {max_len!r}")
+    return [EOS_ID, *tokenizer.encode(text)[:max_len - 2], EOS_ID]
 
 
 def classification_logits(model: torch.nn.Module, sequences: Sequence[Sequence[int]], pad_id: int = 0,
@@ -146,5 +164,5 @@ def attention_by_offset(maps: Sequence[torch.Tensor], attention_mask: torch.Tens
     return out
 
 
-__all__ = ["attention_by_offset", "bert_attention_maps", "classification_logits", "classifier_accuracy",
-           "finetune_classifier", "labelled_subset"]
+__all__ = ["CLASSIFIERS", "attention_by_offset", "bert_attention_maps", "classification_logits", "classifier_accuracy",
+           "finetune_classifier", "gpt_classifier_ids", "labelled_subset"]

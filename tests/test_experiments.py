@@ -1,0 +1,72 @@
+"""The shipped experiment results: they belong to today's code and weights, edits are refused, a cheap
+cell re-measures, and build/read/verify work (on a stand-in recipe, since the real one takes minutes)."""
+import json
+
+import pytest
+
+from llmcourse.book import experiments, pretrained
+
+
+def test_the_shipped_results_belong_to_todays_setup_and_weights():
+    shipped = experiments.load("ch7-finetune")
+    setup = shipped["setup"]
+    assert setup["weights_sha256"] == {n: pretrained.read_manifest()[f"{n}.pt"] for n in ("bert-mlm-reviews", "gpt-reviews")}
+    assert set(shipped["results"]) == set(experiments.BUDGETS)
+    for budget, models in (("1000", experiments.MODELS), ("all", experiments.ALL_LABELS_MODELS)):
+        table = shipped["results"][budget]
+        assert tuple(table) == models
+        assert all(len(accs) == len(experiments.SEEDS) and all(0.4 < a < 1.0 for a in accs) for accs in table.values())
+
+
+def test_a_cheap_cell_re_measures():
+    """The bag of words of seed 0 at 1,000 labels (deterministic up to floating-point order): within 2 of
+    the 1,800 test reviews on any CPU. The neural cells are re-run by chapter 7 and compared by nbval."""
+    shipped = experiments.load("ch7-finetune")["results"]["1000"]["bag of words"][0]
+    again = experiments.run_one("bag of words", "1000", 0, encoders={})
+    assert abs(again - shipped) <= 2 / 1800, (again, shipped)
+
+
+def fake_recipe(monkeypatch, results):
+    monkeypatch.setitem(experiments.RECIPES, "fake", {"chapter": 0, "description": "a stand-in",
+                                                     "run": lambda progress: results, "setup": lambda: {"x": 1}})
+
+
+def test_build_read_and_refusals(tmp_path, monkeypatch):
+    fake_recipe(monkeypatch, {"b": {"m": [0.5, 0.6]}})
+    path = experiments.build("fake", tmp_path / "fake.json", progress=lambda s: None)
+    assert experiments.load("fake", path)["results"] == {"b": {"m": [0.5, 0.6]}}
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    state = json.loads(path.read_text(encoding="utf-8"))
+    state["results"]["b"]["m"][0] = 0.9  # a hand-edited number
+    path.write_text(json.dumps(state), encoding="utf-8")
+    with pytest.raises(ValueError, match="was edited or corrupted.*experiments build fake"):
+        experiments.load("fake", path)
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        experiments.load("fake", path)
+    path.write_text(json.dumps({"format": "other"}), encoding="utf-8")
+    with pytest.raises(ValueError, match="is not a llmcourse.experiment/1 file"):
+        experiments.load("fake", path)
+    with pytest.raises(FileNotFoundError, match="no results file.*experiments build fake"):
+        experiments.load("fake", tmp_path / "missing.json")
+    with pytest.raises(KeyError, match="unknown experiment 'nope'"):
+        experiments.results_path("nope")
+
+
+def test_results_of_another_setup_are_refused(tmp_path, monkeypatch):
+    fake_recipe(monkeypatch, {"b": {"m": [0.5, 0.6]}})
+    path = experiments.build("fake", tmp_path / "fake.json", progress=lambda s: None)
+    monkeypatch.setitem(experiments.RECIPES["fake"], "setup", lambda: {"x": 2})
+    with pytest.raises(ValueError, match=r"another setup \(changed: \['x'\]\).*experiments build fake"):
+        experiments.load("fake", path)
+
+
+def test_verify_compares_a_rebuild(tmp_path, monkeypatch):
+    fake_recipe(monkeypatch, {"b": {"m": [0.5, 0.6]}})
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path)
+    experiments.build("fake", progress=lambda s: None)
+    assert experiments.verify("fake", progress=lambda s: None) == {
+        "same_machine": True, "identical": True, "largest_gap_points": 0.0, "ok": True}
+    fake_recipe(monkeypatch, {"b": {"m": [0.5, 0.61]}})  # the same machine must repeat the results exactly
+    report = experiments.verify("fake", progress=lambda s: None)
+    assert not report["ok"] and report["largest_gap_points"] == pytest.approx(0.5)
