@@ -251,7 +251,8 @@ def test_mean_pooling_averages_real_tokens_only():
 
 
 def test_attention_dropout_is_its_own_setting_as_in_hugging_face():
-    assert BertConfig(dropout=0.2).attention_dropout == 0.2  # None: the same as dropout
+    follows = BertForMaskedLM(BertConfig(vocab_size=V, max_position=16, n_embd=32, n_head=4, dropout=0.2))
+    assert follows.config.attention_dropout is None and follows.bert.layers[0].attn.dropout == 0.2  # None: as dropout
     cfg = BertConfig(vocab_size=V, max_position=16, n_embd=32, n_head=4, dropout=0.1, attention_dropout=0.0)
     model = BertForSequenceClassification(cfg)
     assert all(layer.attn.dropout == 0.0 for layer in model.bert.layers)

@@ -1,12 +1,14 @@
 """Experiments too long for a chapter, run once by a recipe and shipped as results (随书附带的实验结果).
 
 Chapter 7's comparison fine-tunes five models with five paired seeds at two label budgets: about a
-quarter of an hour on one CPU core, ten times a chapter's budget. Like the shipped weights
+quarter of an hour on one CPU core, ten times a chapter's budget; chapter 6 trains its GPT with three
+arrangements of the layer norm, three seeds each (``ch6-block-order``, about 7 minutes). Like the shipped weights
 (:mod:`llmcourse.book.pretrained`), the experiment is a recipe with a rebuild-and-verify command, and
 the chapter re-runs one seed of it in front of the reader and compares:
 
     python -m llmcourse.book.experiments list
     python -m llmcourse.book.experiments build ch7-finetune    # about 17 minutes on one CPU thread
+    python -m llmcourse.book.experiments build ch6-block-order # about 7 minutes
     python -m llmcourse.book.experiments verify ch7-finetune   # rebuild in a temporary file and compare
 
 A results file (format ``llmcourse.experiment/1``, JSON, written atomically) holds the recipe's
@@ -22,6 +24,7 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -31,12 +34,14 @@ from pathlib import Path
 import torch
 
 from llmcourse.book import pretrained
+from llmcourse.chapters.transformer import BLOCK_ORDERS, set_block_order
 from llmcourse.chapters.finetune import classifier_accuracy, finetune_classifier, gpt_classifier_ids, labelled_subset
 from llmcourse.core.runtime import set_seed
 from llmcourse.data import corpus
+from llmcourse.data.batching import LMBatcher
 from llmcourse.data.masking import BertVocab, MLMBatcher
-from llmcourse.evaluate import accuracy
-from llmcourse.models import BertConfig, BertForMaskedLM, BertForSequenceClassification, GPTForSequenceClassification
+from llmcourse.evaluate import accuracy, review_lm_data
+from llmcourse.models import GPT, BertConfig, BertForMaskedLM, BertForSequenceClassification, GPTForSequenceClassification
 from llmcourse.models.bow import BowLogisticRegression
 from llmcourse.train import TrainConfig, train
 
@@ -47,12 +52,14 @@ SEEDS = (0, 1, 2, 3, 4)
 BUDGETS = {"1000": (1000, 150), "all": (None, 870)}  # 150 x 32 = 4.8 passes; 870 x 32 = 2 passes over 13,909
 MODELS = ("from scratch", "pretrained 1,000 updates", "pretrained 12,000 updates", "GPT, last token", "bag of words")
 ALL_LABELS_MODELS = ("from scratch", "pretrained 12,000 updates", "GPT, last token", "bag of words")
-# verify on another CPU: every model's mean accuracy must agree within this many points (a declared band:
-# the chapter's re-run of seed 0, compared by nbval on three floating-point paths, is the measured check)
-VERIFY_POINTS = 1.0
 
 
 # ---- the recipe's settings: the chapter builds the same objects and checks they are equal ---------------
+def as_stored(config) -> dict:
+    """A dataclass config as a results file stores it (JSON: tuples become lists), to compare with ``setup``."""
+    return json.loads(json.dumps(asdict(config)))
+
+
 def short_mlm_config() -> TrainConfig:
     """Chapter 7's one-minute pretraining: 1,000 MLM updates of 32 reviews."""
     return TrainConfig(max_steps=1000, lr=3e-3, min_lr=3e-4, warmup_steps=50, weight_decay=0.01,
@@ -144,6 +151,48 @@ def run(progress=print) -> dict:
     return results
 
 
+# ---- chapter 6: the layer norm's place, trained ------------------------------------------------------
+BLOCK_ORDER_SEEDS = (0, 1, 2)
+CH6_BATCH = 16
+
+
+def ch6_train_config(seed: int) -> TrainConfig:
+    """Chapter 6's GPT run on the small preset: 600 updates, AdamW at 6e-3, 60 warm-up updates, cosine."""
+    return TrainConfig(max_steps=600, lr=6e-3, min_lr=6e-4, warmup_steps=60, weight_decay=0.0, betas=(0.9, 0.99),
+                       eval_interval=60, eval_steps=10, seed=seed)
+
+
+def train_block_order(order: str, seed: int, stop_at: int | None = None) -> dict:
+    """Chapter 6's GPT (same config, data, initialisation and schedule) with its blocks in ``order``;
+    returns the training history (``stop_at`` ends it early, the schedule unchanged)."""
+    lm = review_lm_data(pretrained.review_tokenizer())
+    config = pretrained.gpt_reviews_config(len(lm.tokenizer))
+    set_seed(seed)
+    model = set_block_order(GPT(config), order)
+    model.init_output_bias(torch.bincount(lm.train, minlength=config.vocab_size))
+    batches = dict(block_size=config.block_size, batch_size=CH6_BATCH)
+    return train(model, LMBatcher(lm.train, **batches), ch6_train_config(seed), device="cpu", stop_at=stop_at,
+                 val_batch=LMBatcher(lm.val, **batches))
+
+
+def block_order_setup() -> dict:
+    return {"orders": list(BLOCK_ORDERS), "seeds": list(BLOCK_ORDER_SEEDS), "batch_size": CH6_BATCH,
+            "model": asdict(pretrained.gpt_reviews_config(len(pretrained.review_tokenizer()))),
+            "train": asdict(ch6_train_config(0))}
+
+
+def run_block_orders(progress=print) -> dict:
+    """``{"val_loss": {order: [[validation estimate at every eval step] per seed]}, "val_step": [...]}``."""
+    curves, steps = {order: [] for order in BLOCK_ORDERS}, None
+    for seed in BLOCK_ORDER_SEEDS:
+        for order in BLOCK_ORDERS:
+            history = train_block_order(order, seed)
+            curves[order].append([float(v) for v in history["val_loss"]])
+            steps = list(history["val_step"])
+        progress(f"seed {seed}: final validation loss " + ", ".join(f"{o} {curves[o][-1][-1]:.4f}" for o in BLOCK_ORDERS))
+    return {"val_loss": curves, "val_step": steps}
+
+
 # ---- the file ---------------------------------------------------------------------------------------
 def results_path(name: str = "ch7-finetune") -> Path:
     if name not in RECIPES:
@@ -204,7 +253,7 @@ def load(name: str = "ch7-finetune", path: Path | str | None = None) -> dict:
     """The checked results of experiment ``name`` that belong to today's code: ``{budget: {model: [acc]}}``
     plus the setup, in a dict with keys ``results``, ``setup`` and ``built_with``."""
     state = read(path if path is not None else results_path(name), name)
-    now = RECIPES[name]["setup"]()
+    now = json.loads(json.dumps(RECIPES[name]["setup"]()))  # as stored: tuples become lists
     if state["name"] != name or state["setup"] != now:
         changed = sorted(k for k in set(now) | set(state["setup"]) if now.get(k) != state["setup"].get(k))
         raise ValueError(f"results file of {name!r} was built with another setup (changed: {changed}); the code or "
@@ -213,23 +262,38 @@ def load(name: str = "ch7-finetune", path: Path | str | None = None) -> dict:
     return {k: state[k] for k in ("results", "setup", "built_with")}
 
 
+def accuracy_summary(results: dict) -> dict:
+    """ch7-finetune: every (budget, model)'s mean test accuracy, in points."""
+    return {f"{b} / {m}": 100 * sum(accs) / len(accs) for b, table in results.items() for m, accs in table.items()}
+
+
+def block_order_summary(results: dict) -> dict:
+    """ch6-block-order: every arrangement's mean final validation perplexity."""
+    return {order: sum(math.exp(curve[-1]) for curve in curves) / len(curves) for order, curves in results["val_loss"].items()}
+
+
 def verify(name: str = "ch7-finetune", progress=print) -> dict:
     """Rebuild in a temporary file and compare: identical on the machine that built the shipped file,
-    else every model's mean within :data:`VERIFY_POINTS` points."""
+    else every summary number within the recipe's ``tolerance`` (declared bands: the chapters' reruns,
+    compared by nbval on three floating-point paths, are the measured checks)."""
+    recipe = RECIPES[name]
     shipped = read(results_path(name), name)
     with tempfile.TemporaryDirectory() as tmp:
         rebuilt = read(build(name, Path(tmp) / "rebuilt.json", progress), name)
     keys = ("torch", "machine", "cpu_capability", "cpu")
     same_machine = all(shipped["built_with"].get(k) == rebuilt["built_with"].get(k) for k in keys)
-    gaps = {f"{b} / {m}": 100 * abs(sum(accs) / len(accs) - sum(rebuilt["results"][b][m]) / len(rebuilt["results"][b][m]))
-            for b, table in shipped["results"].items() for m, accs in table.items()}
+    before, after = recipe["summary"](shipped["results"]), recipe["summary"](rebuilt["results"])
+    gaps = {k: abs(before[k] - after[k]) for k in before}
     identical = shipped["results"] == rebuilt["results"]
-    ok = identical if same_machine else all(g <= VERIFY_POINTS for g in gaps.values())
-    return {"same_machine": same_machine, "identical": identical, "largest_gap_points": max(gaps.values()), "ok": ok}
+    ok = identical if same_machine else all(g <= recipe["tolerance"] for g in gaps.values())
+    return {"same_machine": same_machine, "identical": identical, "largest_gap": max(gaps.values()), "ok": ok}
 
 
-RECIPES = {"ch7-finetune": {"chapter": 7, "run": run, "setup": setup,
-                            "description": "chapter 7's comparison: 5 models x 5 paired seeds at 1,000 and all 13,909 labels"}}
+RECIPES = {"ch7-finetune": {"chapter": 7, "run": run, "setup": setup, "summary": accuracy_summary, "tolerance": 1.0,
+                            "description": "chapter 7's comparison: 5 models x 5 paired seeds at 1,000 and all 13,909 labels"},
+           "ch6-block-order": {"chapter": 6, "run": run_block_orders, "setup": block_order_setup,
+                               "summary": block_order_summary, "tolerance": 2.0,
+                               "description": "chapter 6's GPT with pre-LN, post-LN and the articles' block, 3 seeds each"}}
 
 
 def main(argv=None) -> int:

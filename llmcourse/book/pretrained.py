@@ -112,7 +112,7 @@ BERT_MAX_LEN = 128  # [CLS] + up to 126 characters + [SEP]: about 82 % of the re
 def bert_reviews_config(vocab_size: int, pad_id: int) -> models.BertConfig:
     """Chapter 7's encoder as pretrained: 2 layers, 4 heads, 64 wide, no dropout, init std 0.1."""
     return models.BertConfig(vocab_size=vocab_size, max_position=BERT_MAX_LEN, pad_id=pad_id, n_layer=2, n_head=4,
-                      n_embd=64, dropout=0.0, init_std=0.1)
+                      n_embd=64, dropout=0.0, attention_dropout=0.0, init_std=0.1)
 
 
 MLM_BATCH = 32

@@ -86,9 +86,9 @@ class BertConfig:
             )
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"BertConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
-        if self.attention_dropout is None:
-            self.attention_dropout = self.dropout
-        if not isinstance(self.attention_dropout, (int, float)) or not 0.0 <= self.attention_dropout < 1.0:
+        # None stays None (it follows dropout), so replace(config, dropout=p) moves both
+        if self.attention_dropout is not None and (isinstance(self.attention_dropout, bool) or not isinstance(
+                self.attention_dropout, (int, float)) or not 0.0 <= self.attention_dropout < 1.0):
             raise ValueError(f"BertConfig.attention_dropout must be a float in [0, 1) or None, got {self.attention_dropout!r}")
         if not isinstance(self.layer_norm_eps, (int, float)) or not self.layer_norm_eps > 0:
             raise ValueError(f"BertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
@@ -108,7 +108,8 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.dropout = config.attention_dropout  # on the attention weights, as in BERT
+        # on the attention weights, as in BERT
+        self.dropout = config.dropout if config.attention_dropout is None else config.attention_dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)  # queries, keys, values of all heads at once
         self.proj = nn.Linear(config.n_embd, config.n_embd)  # mixes the heads
 
