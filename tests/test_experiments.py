@@ -90,3 +90,17 @@ def test_the_shipped_block_orders_belong_to_todays_setup():
     assert set(shipped["results"]["val_loss"]) == set(experiments.BLOCK_ORDERS)
     assert all(len(runs) == len(experiments.BLOCK_ORDER_SEEDS) and all(len(c) == len(shipped["results"]["val_step"]) for c in runs)
                for runs in shipped["results"]["val_loss"].values())
+
+
+def test_the_shipped_verifiable_rl_results_belong_to_todays_setup():
+    from llmcourse.book import experiment_ch8
+    from llmcourse.chapters import addition
+    shipped = experiments.load("ch8-verifiable-rl")["results"]
+    assert set(shipped) == set(experiment_ch8.METRICS)
+    for metric, table in shipped.items():
+        assert tuple(table) == ("base", *experiment_ch8.ARMS)
+        assert all(len(v) == len(experiment_ch8.SEEDS) for v in table.values())
+    assert shipped["kl"]["base"] == [0.0] * len(experiment_ch8.SEEDS)
+    task = addition.addition_task()  # the base model of seed 1 re-measures (seed 0 is chapter 8's own run)
+    again = task.accuracy(addition.train_base_model(task, seed=1))
+    assert abs(again - shipped["greedy"]["base"][1]) <= 2 / 500, (again, shipped["greedy"]["base"][1])

@@ -3,6 +3,7 @@ pseudo-sample modes against llmcourse.generate, the arithmetic verifier, rejecti
 whose samples are known, the articles' loop against plain SGD done by hand, and the filtered loop."""
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -410,3 +411,22 @@ def test_an_eval_fn_that_raises_leaves_the_model_in_its_mode():
     with pytest.raises(RuntimeError):
         self_feedback(model, stream, [[1, 2]], SelfFeedbackConfig(lam=1.0, iterations=1), eval_fn=failing)
     assert not model.training  # an eval-mode model stays in eval mode
+
+
+def test_restart_fine_tunes_the_starting_model_on_each_rounds_answers():
+    """ReST-EM / STaR: with restart, every round starts from the initial weights and trains on that round's
+    accepted answers (sampled from the latest model); a one-round run is the same with and without."""
+    prompts, verifier = copy_task()
+    cfg = FilteredConfig(rounds=3, k=16, steps_per_round=40, batch_size=8, lr=1e-2, max_new_tokens=2, eos_id=3,
+                         seed=0, restart=True)
+    model = tiny_gpt()
+    acc = lambda m: {"acc": verified_accuracy(m, prompts, verifier, 2, eos_id=3)}  # noqa: E731
+    h = filtered_self_training(model, prompts, verifier, cfg, eval_fn=acc)
+    assert h["acc"][-1] > h["acc"][0]
+    assert h["n_train"][1:] == h["n_accepted"][1:]  # no seed data: exactly this round's answers
+    one = [tiny_gpt(), tiny_gpt()]
+    for m, restart in zip(one, (False, True)):
+        filtered_self_training(m, prompts, verifier, replace(cfg, rounds=1, restart=restart))
+    assert all(torch.equal(a, b) for a, b in zip(one[0].parameters(), one[1].parameters()))
+    with pytest.raises(TypeError, match="restart must be a bool"):
+        FilteredConfig(restart=1)

@@ -9,6 +9,7 @@ the chapter re-runs one seed of it in front of the reader and compares:
     python -m llmcourse.book.experiments list
     python -m llmcourse.book.experiments build ch7-finetune    # about 17 minutes on one CPU thread
     python -m llmcourse.book.experiments build ch6-block-order # about 7 minutes
+    python -m llmcourse.book.experiments build ch8-verifiable-rl # a few minutes (llmcourse.book.experiment_ch8)
     python -m llmcourse.book.experiments verify ch7-finetune   # rebuild in a temporary file and compare
 
 A results file (format ``llmcourse.experiment/1``, JSON, written atomically) holds the recipe's
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from llmcourse.book import pretrained
+from llmcourse.book import experiment_ch8, pretrained
 from llmcourse.chapters.transformer import BLOCK_ORDERS, set_block_order
 from llmcourse.chapters.finetune import classifier_accuracy, finetune_classifier, gpt_classifier_ids, labelled_subset
 from llmcourse.core.runtime import set_seed
@@ -293,7 +294,8 @@ RECIPES = {"ch7-finetune": {"chapter": 7, "run": run, "setup": setup, "summary":
                             "description": "chapter 7's comparison: 5 models x 5 paired seeds at 1,000 and all 13,909 labels"},
            "ch6-block-order": {"chapter": 6, "run": run_block_orders, "setup": block_order_setup,
                                "summary": block_order_summary, "tolerance": 2.0,
-                               "description": "chapter 6's GPT with pre-LN, post-LN and the articles' block, 3 seeds each"}}
+                               "description": "chapter 6's GPT with pre-LN, post-LN and the articles' block, 3 seeds each"},
+           "ch8-verifiable-rl": experiment_ch8.RECIPE}
 
 
 def main(argv=None) -> int:

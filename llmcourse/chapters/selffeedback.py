@@ -20,6 +20,8 @@ balance set by λ would change with the lengths of the real and the pseudo texts
 """
 from __future__ import annotations
 
+import copy
+
 import math
 import numbers
 import re
@@ -472,7 +474,12 @@ def verified_accuracy(model: nn.Module, prompts, verifier: Callable[[list[int], 
 
 @dataclass
 class FilteredConfig:
-    """Settings of :func:`filtered_self_training` (AdamW without weight decay, constant ``lr``)."""
+    """Settings of :func:`filtered_self_training` (AdamW without weight decay, constant ``lr``).
+
+    ``restart``: each round fine-tunes the *starting* model afresh (new optimizer) on the supervised data
+    plus that round's accepted answers, sampled from the latest model, as STaR and ReST-EM (Singh et al.,
+    2023) do; without it (the default) one model and optimizer continue across rounds on every prompt's
+    latest accepted answer (ReST's growing dataset)."""
 
     rounds: int = 3
     k: int = 4
@@ -484,8 +491,11 @@ class FilteredConfig:
     eos_id: int | None = None
     grad_clip: float | None = 1.0
     seed: int = 0
+    restart: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.restart, bool):
+            raise TypeError(f"FilteredConfig.restart must be a bool, got {type(self.restart).__name__}")
         for name, minimum in (("rounds", 1), ("k", 1), ("steps_per_round", 1), ("batch_size", 1),
                               ("max_new_tokens", 1), ("seed", 0)):
             check_int(f"FilteredConfig.{name}", getattr(self, name), minimum)
@@ -519,9 +529,14 @@ def filtered_self_training(model: nn.Module, prompts, verifier: Callable[[list[i
                                 "accept_rate": [nan], "train_loss": [nan]}
     _run_eval(model, eval_fn, history)
     kept: dict[tuple[int, ...], list[int]] = {}  # prompt -> its latest verified completion
+    start = copy.deepcopy(model.state_dict()) if cfg.restart else None
     for r in range(1, cfg.rounds + 1):
         accepted, stats = rejection_sample(model, prompts, verifier, cfg.k, cfg.max_new_tokens, eos_id=cfg.eos_id,
                                            temperature=cfg.temperature, seed=cfg.seed * 100_003 + r)
+        if cfg.restart:  # back to the starting model: this round's answers only, a fresh optimizer
+            kept = {}
+            model.load_state_dict(start)
+            optimizer = _optimizer(model, "adamw", cfg.lr)
         for p, c in accepted:
             kept[tuple(p)] = c
         pairs = seed_data + [(list(p), c) for p, c in kept.items()]
