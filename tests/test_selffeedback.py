@@ -430,3 +430,33 @@ def test_restart_fine_tunes_the_starting_model_on_each_rounds_answers():
     assert all(torch.equal(a, b) for a, b in zip(one[0].parameters(), one[1].parameters()))
     with pytest.raises(TypeError, match="restart must be a bool"):
         FilteredConfig(restart=1)
+
+
+def test_regenerating_every_step_generates_from_each_steps_parameters(monkeypatch):
+    """Article 003 §3.2's reading: a fresh batch of batch_size pseudo-samples at every step, from the
+    parameters of that step (the default reuses one iteration's samples for all its steps)."""
+    import llmcourse.chapters.selffeedback as sfm
+    stream = torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(0))
+    pool = [[3, a] for a in range(10)]
+    cfg = SelfFeedbackConfig(lam=0.0, iterations=2, steps_per_iteration=5, mode="greedy", n_samples=6,
+                             max_new_tokens=6, batch_size=4, block_size=8, lr=3e-3, seed=0, regenerate_every_step=True)
+    calls, real = [], sfm.pseudo_samples
+    weights_seen = []
+
+    def spy(model, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        weights_seen.append(float(model.lm_head.weight.detach().sum()))
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(sfm, "pseudo_samples", spy)
+    model = tiny_gpt()
+    history = self_feedback(model, stream, pool, cfg)
+    assert calls == [4] * 10  # one batch per step, batch_size each
+    assert len(set(weights_seen)) == 10  # each from that step's parameters
+    assert history["samples"] == [None, None, None] and history["pseudo_loss"][2] < history["pseudo_loss"][1]
+    monkeypatch.setattr(sfm, "pseudo_samples", real)
+    again = tiny_gpt()
+    self_feedback(again, stream, pool, cfg)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    with pytest.raises(TypeError, match="regenerate_every_step must be a bool"):
+        SelfFeedbackConfig(regenerate_every_step="yes")

@@ -266,7 +266,11 @@ def joint_loss(lm_loss: torch.Tensor | None, pseudo: torch.Tensor | None, lam: f
 class SelfFeedbackConfig:
     """Settings of :func:`self_feedback`. Each step uses ``batch_size`` real windows of
     ``block_size`` tokens and ``batch_size`` pseudo-samples; ``optimizer="sgd"`` is the articles'
-    update ``θ ← θ − η∇L`` literally, ``"adamw"`` (no weight decay) what one would use in practice."""
+    update ``θ ← θ − η∇L`` literally, ``"adamw"`` (no weight decay) what one would use in practice.
+    ``regenerate_every_step``: article 003 §3.2 regenerates the pseudo-samples at *every* training step;
+    by default they are generated once per iteration (``n_samples`` of them) and reused for its
+    ``steps_per_iteration`` steps, which costs one generation per iteration instead of one per step. With
+    it, every step generates a fresh batch of ``batch_size`` pseudo-samples from the current parameters."""
 
     lam: float = 0.5
     iterations: int = 3
@@ -286,8 +290,12 @@ class SelfFeedbackConfig:
     eos_id: int | None = None
     ban_ids: tuple[int, ...] = ()
     seed: int = 0
+    regenerate_every_step: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.regenerate_every_step, bool):
+            raise TypeError("SelfFeedbackConfig.regenerate_every_step must be a bool, got "
+                            f"{type(self.regenerate_every_step).__name__}")
         self.lam = check_lambda(self.lam)
         self.ban_ids = tuple(_check_ban_ids(self.ban_ids))
         for name, minimum in (("iterations", 1), ("steps_per_iteration", 1), ("n_samples", 1),
@@ -339,7 +347,8 @@ def self_feedback(model: nn.Module, real_stream: torch.Tensor, prompt_pool, conf
     ``eval_fn(model) -> dict`` runs before the first iteration and after each one. History keys:
     ``iteration`` (0 = before), ``lm_loss`` and ``pseudo_loss`` (means over the iteration's steps,
     NaN where the loss is not used or at iteration 0), ``samples`` (each iteration's pseudo-samples,
-    ``None`` at λ = 1, where none are needed), ``prompt_lens``, and the ``eval_fn`` keys.
+    ``None`` at λ = 1, where none are needed, and with ``regenerate_every_step``), ``prompt_lens``, and
+    the ``eval_fn`` keys.
     """
     _check_model_and_config(model, config, SelfFeedbackConfig)
     cfg = config
@@ -352,9 +361,13 @@ def self_feedback(model: nn.Module, real_stream: torch.Tensor, prompt_pool, conf
     _run_eval(model, eval_fn, history)
     for it in range(1, cfg.iterations + 1):
         samples = prompt_lens = pseudo = None
-        if cfg.lam < 1:  # 1. pseudo-samples from the current parameters θ
+        if cfg.lam < 1 and not cfg.regenerate_every_step:  # 1. pseudo-samples from the current parameters θ
             samples, prompt_lens = _iteration_samples(model, pool, cfg, generator, it)
             pseudo = completion_batch(samples, prompt_lens)
+        if cfg.lam < 1 and cfg.regenerate_every_step:  # 1. at every step, from that step's θ (§3.2)
+            def pseudo(step, it=it):
+                fresh, lens = _iteration_samples(model, pool, cfg, generator, it * 100_003 + step, cfg.batch_size)
+                return completion_batch(fresh, lens)
         lm_mean, ps_mean = _joint_steps(model, optimizer, real_stream, pseudo, cfg, generator)
         history["iteration"].append(it)
         history["lm_loss"].append(lm_mean if cfg.lam > 0 else nan)
@@ -366,13 +379,14 @@ def self_feedback(model: nn.Module, real_stream: torch.Tensor, prompt_pool, conf
 
 
 def _iteration_samples(model: nn.Module, pool: list[list[int]], cfg: SelfFeedbackConfig,
-                       generator: torch.Generator, it: int) -> tuple[list[list[int]], list[int]]:
-    """Iteration ``it``'s pseudo-samples and their prompt lengths: ``n_samples`` prompts drawn from the
-    pool (without replacement where it is large enough), continued by the current model."""
-    if cfg.n_samples <= len(pool):
-        pick = torch.randperm(len(pool), generator=generator)[: cfg.n_samples]
+                       generator: torch.Generator, it: int, n: int | None = None) -> tuple[list[list[int]], list[int]]:
+    """Iteration ``it``'s pseudo-samples and their prompt lengths: ``n`` (default ``n_samples``) prompts
+    drawn from the pool (without replacement where it is large enough), continued by the current model."""
+    n = cfg.n_samples if n is None else n
+    if n <= len(pool):
+        pick = torch.randperm(len(pool), generator=generator)[:n]
     else:
-        pick = torch.randint(len(pool), (cfg.n_samples,), generator=generator)
+        pick = torch.randint(len(pool), (n,), generator=generator)
     prompts = [pool[i] for i in pick.tolist()]
     samples = pseudo_samples(model, prompts, cfg.max_new_tokens, cfg.mode, eos_id=cfg.eos_id,
                              temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
@@ -384,20 +398,27 @@ def _joint_steps(model: nn.Module, optimizer: torch.optim.Optimizer, real_stream
                  pseudo: tuple[torch.Tensor, torch.Tensor] | None, cfg: SelfFeedbackConfig,
                  generator: torch.Generator) -> tuple[float, float]:
     """``steps_per_iteration`` updates on ``λ·L_LM + (1 − λ)·L_pseudo``; returns the mean of each loss
-    over the steps (0.0 for a loss λ leaves out). ``pseudo`` is ``(x_hat, y_hat)``, ``None`` at λ = 1."""
+    over the steps (0.0 for a loss λ leaves out). ``pseudo`` is ``(x_hat, y_hat)``, or a function of the
+    step that generates them afresh (``regenerate_every_step``), ``None`` at λ = 1."""
     device = model_device(model)
-    model.train()
     lm_sum = ps_sum = 0.0
-    for _ in range(cfg.steps_per_iteration):
+    for step in range(cfg.steps_per_iteration):
+        batch = pseudo(step) if callable(pseudo) else pseudo  # generation puts the model in eval mode
+        if callable(pseudo) and not bool((batch[1] != IGNORE_INDEX).any()):
+            continue  # every fresh sample ended at once: nothing to learn from this step (it counts as 0)
+        model.train()
         lm = ps = None
         if cfg.lam > 0:
             xb, yb = random_batches(real_stream, cfg.block_size, cfg.batch_size, generator)  # (B, T) each
             lm = sequence_nll(model, xb.to(device), yb.to(device))
             lm_sum += float(lm.detach())
         if cfg.lam < 1:
-            x_hat, y_hat = pseudo
-            rows = torch.randint(x_hat.size(0), (cfg.batch_size,), generator=generator)
-            xs, ys = x_hat[rows], y_hat[rows]
+            x_hat, y_hat = batch
+            if callable(pseudo):  # a fresh batch: every sample once
+                xs, ys = x_hat, y_hat
+            else:
+                rows = torch.randint(x_hat.size(0), (cfg.batch_size,), generator=generator)
+                xs, ys = x_hat[rows], y_hat[rows]
             if not bool((ys != IGNORE_INDEX).any()):  # every drawn sample ended at once: redraw all
                 xs, ys = x_hat, y_hat
             ps = pseudo_loss(model, xs.to(device), ys.to(device))  # 2. the pseudo-sample loss
