@@ -104,3 +104,12 @@ def test_the_shipped_verifiable_rl_results_belong_to_todays_setup():
     task = addition.addition_task()  # the base model of seed 1 re-measures (seed 0 is chapter 8's own run)
     again = task.accuracy(addition.train_base_model(task, seed=1))
     assert abs(again - shipped["greedy"]["base"][1]) <= 2 / 500, (again, shipped["greedy"]["base"][1])
+
+
+def test_cli_lists_every_shipped_experiment(capsys):
+    assert experiments.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name} (chapter {recipe['chapter']})" in out and "built in" in out
+               for name, recipe in experiments.RECIPES.items())
+    with pytest.raises(KeyError, match="unknown experiment"):
+        experiments.main(["verify", "nope"])
