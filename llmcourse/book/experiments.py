@@ -281,8 +281,7 @@ def verify(name: str = "ch7-finetune", progress=print) -> dict:
     shipped = read(results_path(name), name)
     with tempfile.TemporaryDirectory() as tmp:
         rebuilt = read(build(name, Path(tmp) / "rebuilt.json", progress), name)
-    keys = ("torch", "machine", "cpu_capability", "cpu")
-    same_machine = all(shipped["built_with"].get(k) == rebuilt["built_with"].get(k) for k in keys)
+    same_machine = pretrained.built_on_same_machine(shipped["built_with"], rebuilt["built_with"])
     before, after = recipe["summary"](shipped["results"]), recipe["summary"](rebuilt["results"])
     gaps = {k: abs(before[k] - after[k]) for k in before}
     identical = shipped["results"] == rebuilt["results"]

@@ -267,6 +267,11 @@ def machine_info() -> dict:
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "cpu": _cpu_model()}
 
 
+def built_on_same_machine(a: dict, b: dict) -> bool:
+    """Two ``built_with`` records name the same torch, CPU and kernels (one without "cpu" counts as another)."""
+    return all(a.get(k) == b.get(k) for k in ("torch", "machine", "cpu_capability", "cpu"))
+
+
 def build(name: str, out_dir: str | None = None, max_steps: int | None = None) -> str:
     """Train recipe ``name`` on one CPU thread (the set-up whose results repeat bit for bit; other thread
     counts sum in another order) and write its weights file (atomically); returns the path.
@@ -461,8 +466,7 @@ def compare_rebuild(shipped: dict, rebuilt: dict) -> dict:
     ``{"same_machine", "same_vocabulary", "identical", "metrics": {name: (shipped, rebuilt)}, "ok"}``.
     Both must come from the same tokenizer vocabulary. On the machine and torch that built the shipped
     file the weights must then be identical bit for bit; elsewhere the metrics must agree within 2 %."""
-    keys = ("torch", "machine", "cpu_capability", "cpu")  # a file without "cpu" counts as another machine
-    same_machine = all(shipped["built_with"].get(k) == rebuilt["built_with"].get(k) for k in keys)
+    same_machine = built_on_same_machine(shipped["built_with"], rebuilt["built_with"])
     same_vocabulary = shipped["sha256"]["vocabulary"] == rebuilt["sha256"]["vocabulary"]
     a, b = shipped["state_dict"], rebuilt["state_dict"]
     identical = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
