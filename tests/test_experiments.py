@@ -101,9 +101,11 @@ def test_the_shipped_verifiable_rl_results_belong_to_todays_setup():
         assert tuple(table) == ("base", *experiment_ch8.ARMS)
         assert all(len(v) == len(experiment_ch8.SEEDS) for v in table.values())
     assert shipped["kl"]["base"] == [0.0] * len(experiment_ch8.SEEDS)
-    task = addition.addition_task()  # the base model of seed 1 re-measures (seed 0 is chapter 8's own run)
-    again = task.accuracy(addition.train_base_model(task, seed=1))
-    assert abs(again - shipped["greedy"]["base"][1]) <= 2 / 500, (again, shipped["greedy"]["base"][1])
+    # No cell is re-trained here: the 800-update base models are chaotic across thread counts (seed 1 scored
+    # 0.538 at the build's 1 thread and 0.632 in a 2-worker test run), so chapter 8's rerun of seed 0,
+    # compared by nbval within tolerances measured on three paths, is the check.
+    task = addition.addition_task()
+    assert [len(task.test_pairs), len(task.seed_pairs), len(task.pool_pairs)] == experiments.load("ch8-verifiable-rl")["setup"]["split"]
 
 
 def test_cli_lists_every_shipped_experiment(capsys):
