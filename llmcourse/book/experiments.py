@@ -1,13 +1,14 @@
 """Experiments too long for a chapter, run once by a recipe and shipped as results (随书附带的实验结果).
 
-Chapter 7's comparison fine-tunes five models with five paired seeds at two label budgets: about a
-quarter of an hour on one CPU core, ten times a chapter's budget; chapter 6 trains its GPT with three
-arrangements of the layer norm, three seeds each (``ch6-block-order``, about 7 minutes). Like the shipped weights
-(:mod:`llmcourse.book.pretrained`), the experiment is a recipe with a rebuild-and-verify command, and
-the chapter re-runs one seed of it in front of the reader and compares:
+Chapter 7's comparison fine-tunes five models with five paired seeds at two label budgets: about 19
+minutes of one CPU core, more than ten times a chapter's budget; chapter 6 trains its GPT with three
+arrangements of the layer norm, three seeds each (``ch6-block-order``, about 7 minutes); chapter 8 trains
+from a verifier four ways over five seeds (``ch8-verifiable-rl``, :mod:`llmcourse.book.experiment_ch8`).
+Like the shipped weights (:mod:`llmcourse.book.pretrained`), each experiment is a recipe with a
+rebuild-and-verify command, and its chapter reruns one seed in front of the reader and compares:
 
     python -m llmcourse.book.experiments list
-    python -m llmcourse.book.experiments build ch7-finetune    # about 17 minutes on one CPU thread
+    python -m llmcourse.book.experiments build ch7-finetune    # about 19 minutes on one CPU thread
     python -m llmcourse.book.experiments build ch6-block-order # about 7 minutes
     python -m llmcourse.book.experiments build ch8-verifiable-rl # a few minutes (llmcourse.book.experiment_ch8)
     python -m llmcourse.book.experiments verify ch7-finetune   # rebuild in a temporary file and compare
