@@ -370,6 +370,20 @@ def test_ppo_learns_a_toy_reward_and_beta_limits_kl():
     assert sum(h0["score"][-5:]) / 5 > sum(h0["score"][:5]) / 5 + 0.3
     assert sum(h1["kl"][-5:]) < sum(h0["kl"][-5:])
     assert len(h0["n"]) == 25 and h0["beta"] == [0.0] * 25
+    assert all(0.0 <= e <= math.log(8) + 1e-6 for e in h0["entropy"])
+    assert sum(h0["entropy"][-5:]) < sum(h0["entropy"][:5])  # chasing the reward makes the policy surer
+
+
+def test_response_entropy_is_the_entropy_of_the_next_token_distribution():
+    model = tiny_gpt(3, vocab_size=8, block_size=8)
+    seqs = torch.tensor([[EOS, 1, 2, 5], [EOS, 4, 4, 4]])
+    with torch.no_grad():
+        probs = model(seqs[:, :-1])[0].softmax(-1)  # (B, 3, V): the distributions of positions 1..3
+        expected = -(probs * probs.log()).sum(-1)
+    torch.testing.assert_close(rlhf.response_entropy(model, seqs, 1), expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # tied to the embedding: every logit 0, the uniform distribution
+    torch.testing.assert_close(rlhf.response_entropy(model, seqs, 1), torch.full((2, 3), math.log(8)))
 
 
 def test_ppo_config_errors():

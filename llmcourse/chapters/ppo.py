@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from llmcourse.chapters.rlhf import (check_gpt, check_responses, gpt_hidden, response_logprobs, sample_responses,
-                                     sequence_kl)
+from llmcourse.chapters.rlhf import (check_gpt, check_responses, gpt_hidden, response_entropy, response_logprobs,
+                                     sample_responses, sequence_kl)
 from llmcourse.core.checks import check_finite, check_int, eval_mode
 
 
@@ -191,7 +191,8 @@ def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: S
     ``reward_fn(seqs, mask) -> (B,)`` scores a response batch (the reward model). History keys: ``score``
     (mean reward-model score of the rollouts), ``kl`` (mean KL to ``reference`` per response, from the
     rollouts' own log-ratios), ``beta``, ``objective`` (score - β·KL), ``length`` (response tokens),
-    ``pg_loss``, ``vf_loss``, ``clipfrac``; ``rollout_stats(seqs, mask) -> dict`` adds its own numbers
+    ``entropy`` (the policy's mean per-token entropy on its rollouts, nats), ``pg_loss``, ``vf_loss``,
+    ``clipfrac``; ``rollout_stats(seqs, mask) -> dict`` adds its own numbers
     (diversity, say) measured on each rollout batch. All randomness comes from one generator seeded
     ``config.seed``.
     """
@@ -207,7 +208,7 @@ def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: S
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     kl_ctl = (AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.horizon) if cfg.target_kl is not None
               else FixedKLController(cfg.beta))
-    keys = ("score", "kl", "beta", "objective", "length", "pg_loss", "vf_loss", "clipfrac")
+    keys = ("score", "kl", "beta", "objective", "length", "entropy", "pg_loss", "vf_loss", "clipfrac")
     history: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(cfg.iterations):
         # 1. rollout: responses from the current policy, their scores and the quantities PPO holds fixed
@@ -222,6 +223,7 @@ def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: S
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             advantages = masked_whiten(advantages, mask)
             kl = sequence_kl(old_logp, ref_logp, mask).mean().item()
+            entropy = masked_mean(response_entropy(policy.gpt, seqs, P), mask).item()
         # 2. a few epochs of minibatch updates on this batch
         policy.train()
         stats = []
@@ -237,7 +239,7 @@ def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: S
                 stats.append((pg_loss.item(), vf_loss.item(), clipfrac.item()))
         kl_ctl.update(kl, cfg.batch_size)
         score = scores.mean().item()
-        for key, value in zip(keys, (score, kl, beta, score - beta * kl, mask.sum(1).float().mean().item(),
+        for key, value in zip(keys, (score, kl, beta, score - beta * kl, mask.sum(1).float().mean().item(), entropy,
                                      *(sum(s[i] for s in stats) / len(stats) for i in range(3)))):
             history[key].append(value)
         if rollout_stats is not None:

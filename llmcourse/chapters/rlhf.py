@@ -141,6 +141,15 @@ def response_logprobs(model: GPT, seqs: torch.Tensor, prompt_len: int) -> torch.
     return logp.gather(-1, seqs[:, prompt_len:].unsqueeze(-1)).squeeze(-1)  # (B, L)
 
 
+@torch.no_grad()
+def response_entropy(model: GPT, seqs: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """The entropy (nats) of the model's next-token distribution at every response position (B, L): how
+    undecided the policy is where it wrote each token (multiply by ``mask``)."""
+    logits, _ = model(seqs[:, :-1])  # (B, P + L - 1, V)
+    logp = logits[:, prompt_len - 1:].float().log_softmax(dim=-1)  # (B, L, V)
+    return -(logp.exp() * logp).sum(dim=-1)  # (B, L)
+
+
 def sequence_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``Σ_k log π(y_k) - log π_ref(y_k)`` over each response's real tokens (B,). For responses sampled
     from π, its mean estimates KL(π ‖ π_ref) over whole responses (nats per response)."""
@@ -291,6 +300,6 @@ def best_of_n_kl_bound(n: int) -> float:
 
 __all__ = [
     "DPOObjective", "RewardModel", "best_of_n_kl_bound", "bradley_terry_loss", "check_gpt", "check_responses",
-    "dpo_loss", "encode_responses", "gpt_hidden", "pair_batcher", "platt_scale", "response_logprobs",
-    "sample_responses", "sequence_kl", "sft_batcher",
+    "dpo_loss", "encode_responses", "gpt_hidden", "pair_batcher", "platt_scale", "response_entropy",
+    "response_logprobs", "sample_responses", "sequence_kl", "sft_batcher",
 ]
