@@ -5,6 +5,7 @@ import json
 import pytest
 
 from llmcourse.book import experiments, pretrained
+from llmcourse.chapters import rlhf
 
 
 def test_the_shipped_results_belong_to_todays_setup_and_weights():
@@ -106,6 +107,23 @@ def test_the_shipped_verifiable_rl_results_belong_to_todays_setup():
     # compared by nbval within tolerances measured on three paths, is the check.
     task = addition.addition_task()
     assert [len(task.test_pairs), len(task.seed_pairs), len(task.pool_pairs)] == experiments.load("ch8-verifiable-rl")["setup"]["split"]
+
+
+def test_the_shipped_frontier_belongs_to_todays_setup():
+    from llmcourse.book import experiment_ch9 as f
+    shipped = experiments.load("ch9-frontier")
+    assert shipped["setup"]["weights_sha256"] == {"gpt-reviews": pretrained.read_manifest()["gpt-reviews.pt"]}
+    r, n = shipped["results"], len(f.SEEDS)
+    assert set(r) == {"judges", "sft", "sft_positive", "ppo", "dpo", "bon"}
+    assert list(r["ppo"]) == [str(b) for b in f.PPO_BETAS] and set(r["dpo"]) == set(f.DPO_SOURCES)
+    checkpoints = f.PPO_ITERATIONS // f.CHECK_EVERY
+    for table in r["ppo"].values():
+        assert set(table) == set(f.METRICS) and all(len(v) == n and all(len(c) == checkpoints for c in v) for v in table.values())
+    for table in [r["sft"], r["sft_positive"], *r["bon"].values(), *(t for d in r["dpo"].values() for t in d.values())]:
+        assert set(table) == set(f.METRICS) and all(len(v) == n for v in table.values())
+    assert r["sft"]["kl"] == [0.0] * n  # the SFT model is the reference
+    assert [r["bon"][str(k)]["kl"][0] for k in f.BON_NS] == [pytest.approx(rlhf.best_of_n_kl_bound(k)) for k in f.BON_NS]
+    assert all(0.5 < r["judges"][k] < 1.0 for k in ("proxy", "gold"))
 
 
 def test_cli_lists_every_shipped_experiment(capsys):

@@ -393,3 +393,49 @@ def test_ppo_config_errors():
         ppo.PPOConfig(iterations=0)
     with pytest.raises(TypeError, match="PolicyWithValue"):
         ppo.ppo_train(tiny_gpt(), tiny_gpt(), lambda s, m: s, [EOS], EOS, ppo.PPOConfig())
+
+
+# ---------------------------------------------------------------- prompts of their own (chapter 9's frontier)
+
+
+def test_a_tensor_of_equal_prompts_samples_as_the_shared_prompt():
+    model = tiny_gpt(2, std=0.5)
+    shared = rlhf.sample_responses(model, [EOS, 5], 6, 5, EOS, torch.Generator().manual_seed(1))
+    rows = torch.tensor([[EOS, 5]] * 6)
+    per_row = rlhf.sample_responses(model, rows, 6, 5, EOS, torch.Generator().manual_seed(1))
+    assert torch.equal(shared[0], per_row[0]) and torch.equal(shared[1], per_row[1])
+
+
+def test_each_row_answers_its_own_prompt():
+    model = tiny_gpt(2, std=1.0)
+    rows = torch.tensor([[EOS, 5], [EOS, 6], [EOS, 7]])
+    greedy = dict(temperature=1e-4)  # (nearly) one-hot distributions: the draws do not matter
+    seqs, mask = rlhf.sample_responses(model, rows, 3, 4, EOS, torch.Generator().manual_seed(0), **greedy)
+    assert torch.equal(seqs[:, :2], rows)
+    for i in range(3):
+        alone, alone_mask = rlhf.sample_responses(model, rows[i].tolist(), 1, 4, EOS, torch.Generator().manual_seed(9), **greedy)
+        assert torch.equal(alone[0], seqs[i]) and torch.equal(alone_mask[0], mask[i])
+    assert len({tuple(r) for r in seqs[:, 2:].tolist()}) > 1  # the prompts lead to different answers
+    with pytest.raises(ValueError, match=r"\(n=2, P\)"):
+        rlhf.sample_responses(model, rows, 2, 4, EOS, torch.Generator())
+    with pytest.raises(ValueError, match="at least one token"):
+        rlhf.sample_responses(model, [], 2, 4, EOS, torch.Generator())
+
+
+def test_ppo_draws_prompts_from_a_pool_and_reports_each_iteration():
+    ref = tiny_gpt(7, vocab_size=8, block_size=8)
+    pool = torch.tensor([[EOS, 1], [EOS, 2], [EOS, 4]])
+    seen, calls = set(), []
+
+    def reward_fn(seqs, mask):
+        seen.update(seqs[:, 1].tolist())
+        assert seqs.size(1) == 2 + 5
+        return ((seqs[:, 2:] == 5) & mask).float().sum(1)
+
+    policy = ppo.PolicyWithValue(copy.deepcopy(ref))
+    cfg = ppo.PPOConfig(iterations=3, batch_size=16, max_new_tokens=5, minibatch_size=8)
+    history = ppo.ppo_train(policy, ref, reward_fn, pool, EOS, cfg,
+                            on_iteration=lambda i: calls.append((i, policy.training)))
+    assert seen == {1, 2, 4} and calls == [(1, False), (2, False), (3, False)] and len(history["kl"]) == 3
+    with pytest.raises(ValueError, match="tensor of prompts"):
+        ppo.ppo_train(ppo.PolicyWithValue(copy.deepcopy(ref)), ref, reward_fn, pool[0], EOS, cfg)

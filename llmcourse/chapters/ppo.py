@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from llmcourse.chapters.rlhf import (check_gpt, check_responses, gpt_hidden, response_entropy, response_logprobs,
-                                     sample_responses, sequence_kl)
+from llmcourse.chapters.rlhf import (check_gpt, check_responses, gpt_hidden, prompt_rows, response_entropy,
+                                     response_logprobs, sample_responses, sequence_kl)
 from llmcourse.core.checks import check_finite, check_int, eval_mode
 
 
@@ -184,24 +184,35 @@ class PPOConfig:
             raise ValueError("PPOConfig: lr and grad_clip must be > 0, beta and vf_coef >= 0")
 
 
-def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: Sequence[int], eos_id: int,
-              config: PPOConfig, pad_id: int = 0, rollout_stats: Callable | None = None) -> dict[str, list[float]]:
+def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: Sequence[int] | torch.Tensor, eos_id: int,
+              config: PPOConfig, pad_id: int = 0, rollout_stats: Callable | None = None,
+              on_iteration: Callable[[int], None] | None = None) -> dict[str, list[float]]:
     """Optimise ``policy`` in place; return the history, one entry per rollout batch.
+
+    ``prompt`` is one prompt (a list of ids) that every rollout answers, or a pool (N, P) of prompts of one
+    length, from which each rollout draws ``batch_size`` at random (with replacement).
 
     ``reward_fn(seqs, mask) -> (B,)`` scores a response batch (the reward model). History keys: ``score``
     (mean reward-model score of the rollouts), ``kl`` (mean KL to ``reference`` per response, from the
     rollouts' own log-ratios), ``beta``, ``objective`` (score - β·KL), ``length`` (response tokens),
     ``entropy`` (the policy's mean per-token entropy on its rollouts, nats), ``pg_loss``, ``vf_loss``,
     ``clipfrac``; ``rollout_stats(seqs, mask) -> dict`` adds its own numbers
-    (diversity, say) measured on each rollout batch. All randomness comes from one generator seeded
-    ``config.seed``.
+    (diversity, say) measured on each rollout batch. ``on_iteration(i)`` is called after iteration ``i``
+    (1, 2, ...), with the policy in eval mode, to evaluate checkpoints; it must not draw from the training
+    generator. All randomness comes from one generator seeded ``config.seed``.
     """
     if not isinstance(policy, PolicyWithValue):
         raise TypeError(f"policy must be a PolicyWithValue, got {type(policy).__name__}")
     check_gpt(reference, "reference")
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
-    cfg, P = config, len(prompt)
+    cfg = config
+    pool = prompt if isinstance(prompt, torch.Tensor) else None
+    if pool is not None:
+        prompt_rows(pool, len(pool))  # checks its shape
+    else:
+        prompt = list(prompt_rows(prompt, 1)[0].tolist())
+    P = pool.size(1) if pool is not None else len(prompt)
     reference.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -210,9 +221,10 @@ def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: S
               else FixedKLController(cfg.beta))
     keys = ("score", "kl", "beta", "objective", "length", "entropy", "pg_loss", "vf_loss", "clipfrac")
     history: dict[str, list[float]] = {k: [] for k in keys}
-    for _ in range(cfg.iterations):
+    for iteration in range(1, cfg.iterations + 1):
         # 1. rollout: responses from the current policy, their scores and the quantities PPO holds fixed
-        seqs, mask = sample_responses(policy.gpt, prompt, cfg.batch_size, cfg.max_new_tokens, eos_id, generator,
+        prompts = prompt if pool is None else pool[torch.randint(pool.size(0), (cfg.batch_size,), generator=generator)]
+        seqs, mask = sample_responses(policy.gpt, prompts, cfg.batch_size, cfg.max_new_tokens, eos_id, generator,
                                       pad_id=pad_id)
         with eval_mode(policy):
             scores = reward_fn(seqs, mask).float()  # (B,)
@@ -247,6 +259,9 @@ def ppo_train(policy: PolicyWithValue, reference, reward_fn: Callable, prompt: S
                 if key in keys:
                     raise ValueError(f"rollout_stats returned {key!r}, a name ppo_train already records; rename it")
                 history.setdefault(key, []).append(float(value))
+        if on_iteration is not None:
+            with eval_mode(policy):
+                on_iteration(iteration)
     policy.eval()
     return history
 

@@ -84,9 +84,24 @@ def encode_responses(id_lists: Sequence[Sequence[int]], prompt: Sequence[int], m
     return seqs, mask
 
 
-def sample_responses(model: GPT, prompt: Sequence[int], n: int, max_new_tokens: int, eos_id: int,
+def prompt_rows(prompt, n: int) -> torch.Tensor:
+    """``n`` prompt rows (n, P): one prompt (a list of ids) repeated, or a (n, P) tensor of ``n`` prompts of
+    one length P (review prefixes, say), returned as it is."""
+    if isinstance(prompt, torch.Tensor):
+        if prompt.dim() != 2 or prompt.dtype != torch.long or prompt.size(0) != n or prompt.size(1) == 0:
+            raise ValueError(f"a tensor of prompts must be (n={n}, P) torch.long with P >= 1 (one prompt per response), "
+                             f"got {tuple(prompt.shape)} {prompt.dtype}")
+        return prompt
+    prompt = list(prompt)
+    if not prompt:
+        raise ValueError("prompt must hold at least one token (e.g. [eos])")
+    return torch.tensor(prompt, dtype=torch.long).repeat(n, 1)
+
+
+def sample_responses(model: GPT, prompt: Sequence[int] | torch.Tensor, n: int, max_new_tokens: int, eos_id: int,
                      generator: torch.Generator, temperature: float = 1.0, pad_id: int = 0):
-    """Sample ``n`` responses to ``prompt`` at once: a response batch ``(seqs, mask)``.
+    """Sample ``n`` responses at once: a response batch ``(seqs, mask)``. ``prompt`` is one prompt (a list
+    of ids, shared by every response) or a (n, P) tensor with one prompt of the same length per response.
 
     Each step feeds only the newest token and keeps the attention keys and values of the earlier ones
     (the GPT's KV cache), and the output layer runs at the last position only: about ``L / 2`` times less
@@ -98,15 +113,13 @@ def sample_responses(model: GPT, prompt: Sequence[int], n: int, max_new_tokens: 
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
     check_generator(generator, "samples")
     temperature = check_finite("temperature", temperature, 0.0, strict=True)
-    prompt = list(prompt)
-    P = len(prompt)
-    if P == 0:
-        raise ValueError("prompt must hold at least one token (e.g. [eos])")
+    rows = prompt_rows(prompt, n)  # (n, P)
+    P = rows.size(1)
     if P + max_new_tokens - 1 > model.block_size:
         raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) - 1 exceeds block_size {model.block_size}")
     device = model_device(model)
     with eval_mode(model):
-        idx = torch.tensor(prompt, dtype=torch.long, device=device).repeat(n, 1)  # (n, P)
+        idx = rows.to(device)  # (n, P)
         cache = model.new_cache()
         h = model.hidden_states(idx, cache)[:, -1]  # (n, C): only the last position is decoded
         out = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -300,6 +313,6 @@ def best_of_n_kl_bound(n: int) -> float:
 
 __all__ = [
     "DPOObjective", "RewardModel", "best_of_n_kl_bound", "bradley_terry_loss", "check_gpt", "check_responses",
-    "dpo_loss", "encode_responses", "gpt_hidden", "pair_batcher", "platt_scale", "response_entropy",
+    "dpo_loss", "encode_responses", "gpt_hidden", "pair_batcher", "platt_scale", "prompt_rows", "response_entropy",
     "response_logprobs", "sample_responses", "sequence_kl", "sft_batcher",
 ]
