@@ -77,7 +77,7 @@ weights: setup
 verify-weights: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.book.pretrained verify all
 
-# Rerun the experiments whose results the package ships (llmcourse/book/results/*.json, about half an hour of
+# Rerun the experiments whose results the package ships (llmcourse/book/results/*.json, about two hours of
 # one CPU core in all): run after `make weights`, since chapter 7's starts from the shipped weights.
 experiments: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m llmcourse.book.experiments build all

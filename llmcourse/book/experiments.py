@@ -13,7 +13,7 @@ rebuild-and-verify command, and its chapter reruns one seed in front of the read
     python -m llmcourse.book.experiments build ch7-finetune    # about 19 minutes on one CPU thread
     python -m llmcourse.book.experiments build ch6-block-order # about 7 minutes
     python -m llmcourse.book.experiments build ch8-verifiable-rl # a few minutes (llmcourse.book.experiment_ch8)
-    python -m llmcourse.book.experiments build ch9-frontier    # (llmcourse.book.experiment_ch9)
+    python -m llmcourse.book.experiments build ch9-frontier    # 81 minutes here, beside a second build (experiment_ch9)
     python -m llmcourse.book.experiments verify ch7-finetune   # rebuild in a temporary file and compare
 
 A results file (format ``llmcourse.experiment/1``, JSON, written atomically) holds the recipe's
