@@ -126,6 +126,30 @@ def test_the_shipped_frontier_belongs_to_todays_setup():
     assert all(0.5 < r["judges"][k] < 1.0 for k in ("proxy", "gold"))
 
 
+def test_the_shipped_loops_belong_to_todays_setup():
+    from llmcourse.book import experiment_ch8_loops as loops
+    r = experiments.load("ch8-loops")["results"]
+    assert set(r) == {"greedy", "collapse"}
+    assert list(r["greedy"]) == list(loops.GREEDY_ARMS) and list(r["collapse"]) == list(loops.COLLAPSE_ARMS)
+    for part, steps in (("greedy", loops.ITERATIONS), ("collapse", loops.GENERATIONS)):
+        for runs in r[part].values():
+            assert len(runs) == len(loops.SEEDS)
+            assert all(set(h) == set(loops.METRICS) and all(len(v) == steps + 1 for v in h.values()) for h in runs)
+    # every arm of a seed starts from that seed's base model: the same numbers before the loop
+    for seed in range(len(loops.SEEDS)):
+        starts = {h[seed]["ppl"][0] for arms in r.values() for h in arms.values()}
+        assert len(starts) == 1
+    assert len({r["greedy"]["λ=1"][s]["ppl"][0] for s in range(len(loops.SEEDS))}) == len(loops.SEEDS)
+
+
+def test_the_loop_setting_matches_section_8_3():
+    from llmcourse.book import experiment_ch8_loops as loops
+    s = loops.Setting()
+    assert len(s.val_prompts) == 32 and all(len(p) == 1 + loops.PROMPT_CHARS for p in s.val_prompts)
+    assert s.targets.numel() == loops.VAL_TOKENS and not s.is_tail[[s.eos, s.unk]].any()
+    assert int((~s.is_tail).sum()) == loops.N_HEAD_CHARS + 2
+
+
 def test_cli_lists_every_shipped_experiment(capsys):
     assert experiments.main(["list"]) == 0
     out = capsys.readouterr().out

@@ -39,9 +39,12 @@ REPORT_PAGE = ROOT / "book" / "execution-report.md"
 MULTIPLE = 3
 # The stand-in paths: name -> how record.run executes it. "avx2" is what an AVX2-only CPU computes
 # (torch's kernels and MKL's matrix products); "scalar" is torch's scalar kernels (the issue's
-# ATEN_CPU_CAPABILITY=default); "2 threads" sums in another order. On the recording machine the
-# recording path itself repeats bit for bit, so it is not re-run.
+# ATEN_CPU_CAPABILITY=default); "2 threads" sums in another order; "native" is this machine's own
+# path on one thread: on the recording machine it repeats the recording bit for bit, on any other it
+# measures the difference between the two CPUs (CI on another CPU once found a chaotic run that the
+# three stand-ins had not moved as far).
 PATHS = {
+    "native": {"threads": 1, "cpu_capability": None, "mkl_cbwr": None, "openblas_coretype": None},
     "avx2": {"threads": 1, "cpu_capability": "avx2", "mkl_cbwr": "AVX2", "openblas_coretype": "Haswell"},
     "scalar": {"threads": 1, "cpu_capability": "default", "mkl_cbwr": None, "openblas_coretype": None},
     "2 threads": {"threads": 2, "cpu_capability": None, "mkl_cbwr": None, "openblas_coretype": None},
