@@ -142,6 +142,23 @@ def test_the_shipped_loops_belong_to_todays_setup():
     assert len({r["greedy"]["λ=1"][s]["ppl"][0] for s in range(len(loops.SEEDS))}) == len(loops.SEEDS)
 
 
+def test_the_shipped_raft_belongs_to_todays_setup_and_pairs_with_the_frontier():
+    from llmcourse.book import experiment_raft as raft
+    shipped = experiments.load("ch8-raft")
+    assert shipped["setup"]["weights_sha256"] == {"gpt-reviews": pretrained.read_manifest()["gpt-reviews.pt"]}
+    assert shipped["setup"]["seeds"] == experiments.load("ch9-frontier")["setup"]["seeds"]
+    assert raft.ROUNDS * raft.PROMPTS * raft.K == experiment_ch9_budget()
+    r = shipped["results"]
+    assert all(len(v) == len(raft.SEEDS) and all(len(c) == raft.ROUNDS for c in v) for v in r.values())
+    assert all(k > 0 for v in r["kl"] for k in v)  # fine-tuning moved every policy away from the SFT model
+
+
+def experiment_ch9_budget() -> int:
+    from llmcourse.book import experiment_ch9 as f
+    cfg = f.ppo_config(0.1, 0)
+    return cfg.iterations * cfg.batch_size
+
+
 def test_the_loop_setting_matches_section_8_3():
     from llmcourse.book import experiment_ch8_loops as loops
     s = loops.Setting()
