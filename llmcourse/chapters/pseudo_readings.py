@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from llmcourse.chapters.selffeedback import _logits, sequence_nll
+from llmcourse.chapters.selffeedback import sequence_logits, sequence_nll
 from llmcourse.core.checks import IGNORE_INDEX
 
 
@@ -51,7 +51,7 @@ def scheduled_sampling_loss(model: nn.Module, x: torch.Tensor, prompt_len: int, 
         raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
     inputs = x[:, :-1].clone()  # (B, T-1)
     with torch.no_grad():
-        predicted = _logits(model, inputs).argmax(-1)  # (B, T-1): prediction of x[:, t + 1]
+        predicted = sequence_logits(model, inputs).argmax(-1)  # (B, T-1): prediction of x[:, t + 1]
     own = torch.rand(inputs.shape, generator=generator, device=inputs.device) < p
     own[:, :prompt_len] = False  # the prompt stays real
     # input position t (t >= 1) may take the model's prediction of token t, made at position t - 1
@@ -96,7 +96,7 @@ def continuation_logprobs(model: nn.Module, seqs: torch.Tensor, prompt_len: int,
     _check_batch(seqs, prompt_len)
     if len(lengths) != seqs.size(0) or any(not prompt_len < n <= seqs.size(1) for n in lengths):
         raise ValueError(f"lengths must give, per row, an end in ({prompt_len}, {seqs.size(1)}]")
-    logp = torch.log_softmax(_logits(model, seqs[:, :-1]).float(), -1)  # (B, T-1, V)
+    logp = torch.log_softmax(sequence_logits(model, seqs[:, :-1]).float(), -1)  # (B, T-1, V)
     token_logp = logp.gather(-1, seqs[:, 1:, None]).squeeze(-1)  # (B, T-1)
     positions = torch.arange(1, seqs.size(1), device=seqs.device)[None, :]  # target position of each column
     keep = (positions >= prompt_len) & (positions < torch.tensor(list(lengths), device=seqs.device)[:, None])

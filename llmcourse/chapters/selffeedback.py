@@ -103,7 +103,7 @@ class _BanTokens(nn.Module):
         return getattr(self.model, "block_size", None)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        logits = _logits(self.model, idx).clone()  # (B, T, V)
+        logits = sequence_logits(self.model, idx).clone()  # (B, T, V)
         logits[..., self.ban_ids] = float("-inf")
         return logits
 
@@ -203,7 +203,8 @@ def completion_batch(sequences, prompt_lens, pad_id: int = 0) -> tuple[torch.Ten
 
 
 # ---- 2. losses -----------------------------------------------------------------------------------
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def sequence_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's next-token logits (B, T, V) for ids ``x`` (B, T), whether it returns them alone or first in a tuple."""
     out = model(x)
     logits = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != x.shape:
@@ -218,7 +219,7 @@ def sequence_nll(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Te
         raise ValueError("x and y must be (B, T) tensors of the same shape (inputs and next-token targets)")
     if not bool((y != IGNORE_INDEX).any()):
         raise ValueError("no target to score: every target is IGNORE_INDEX")
-    logits = _logits(model, x)  # (B, T, V)
+    logits = sequence_logits(model, x)  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
@@ -594,5 +595,5 @@ def _fine_tune(model: nn.Module, optimizer: torch.optim.Optimizer, pairs: list[t
 __all__ = [
     "MODES", "FilteredConfig", "SelfFeedbackConfig", "articles_pseudo_loss", "check_addition", "check_lambda",
     "completion_batch", "filtered_self_training", "joint_loss", "pseudo_loss", "pseudo_samples",
-    "rejection_sample", "self_feedback", "sequence_nll", "verified_accuracy",
+    "rejection_sample", "self_feedback", "sequence_logits", "sequence_nll", "verified_accuracy",
 ]
