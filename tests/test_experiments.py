@@ -174,3 +174,19 @@ def test_cli_lists_every_shipped_experiment(capsys):
                for name, recipe in experiments.RECIPES.items())
     with pytest.raises(KeyError, match="unknown experiment"):
         experiments.main(["verify", "nope"])
+
+
+def test_the_shipped_carry_results_belong_to_todays_setup():
+    from llmcourse.book import experiment_ch8_carries as C
+    shipped = experiments.load("ch8-carries")
+    r, n = shipped["results"], len(C.SEEDS)
+    assert tuple(r) == ("base", *C.ARMS, "control base", C.CONTROL, "convergence")
+    keys = {f"{m} c{k}" for m in C.METRICS for k in C.CLASSES}
+    for name in ("base", *C.ARMS, "control base", C.CONTROL):
+        assert set(r[name]) == keys and all(len(v) == n for v in r[name].values())
+    assert r["base"]["kl c1"] == [0.0] * n and r["control base"]["kl c2"] == [0.0] * n
+    # the control's base never sees a carry: nothing to accept, nothing learnt (exact, on any machine)
+    assert r["control base"]["pass@8 c1"] == [0.0] * n and r[C.CONTROL]["pass@8 c2"] == [0.0] * n
+    conv = r["convergence"]  # converged: a small loss that has stopped falling (from about 2.3 nats at the start)
+    assert all(last < 0.05 and last > 0.5 * before for last, before in zip(conv["loss_last_100"], conv["loss_previous_100"]))
+    assert shipped["setup"]["test_by_class"] == [len(C.tasks()[0].test_questions_with(k)) for k in C.CLASSES]

@@ -49,11 +49,12 @@ def grpo_config(seed: int) -> VerifiableRLConfig:
                               max_new_tokens=addition.ANSWER_TOKENS, seed=seed)
 
 
-def sampled_metrics(model, base, task: addition.AdditionTask, seed: int) -> dict:
-    """pass@1 and pass@8 from 8 answers per test question at temperature 1, and KL(π ‖ base) per answer."""
+def sampled_metrics(model, base, task: addition.AdditionTask, seed: int, questions=None) -> dict:
+    """pass@1 and pass@8 from 8 answers per test question (or per one of ``questions``) at temperature 1,
+    and KL(π ‖ base) per answer."""
     generator = torch.Generator().manual_seed(10_000 + seed)
     p1 = p8 = kl = 0.0
-    questions = task.test_questions
+    questions = task.test_questions if questions is None else questions
     for q in questions:
         seqs, mask = sample_responses(model, q, EVAL_SAMPLES, addition.ANSWER_TOKENS, task.eos_id, generator)
         c = sum(task.verifier(q, seqs[i, len(q):][mask[i]].tolist()) for i in range(EVAL_SAMPLES))

@@ -3,7 +3,9 @@
 Chapter 7's comparison fine-tunes five models with five paired seeds at two label budgets: about 19
 minutes of one CPU core, more than ten times a chapter's budget; chapter 6 trains its GPT with three
 arrangements of the layer norm, three seeds each (``ch6-block-order``, about 7 minutes); chapter 8 trains
-from a verifier four ways over five seeds (``ch8-verifiable-rl``, :mod:`llmcourse.book.experiment_ch8`) and
+from a verifier four ways over five seeds (``ch8-verifiable-rl``, :mod:`llmcourse.book.experiment_ch8`), does
+it again from converged base models on fixed-width sums that rarely need a carry in the supervised data
+(``ch8-carries``, :mod:`llmcourse.book.experiment_ch8_carries`) and
 repeats the articles' loop and its model-collapse generations over five seeds (``ch8-loops``,
 :mod:`llmcourse.book.experiment_ch8_loops`) and runs RAFT with chapter 9's reward model as its verifier
 (``ch8-raft``, :mod:`llmcourse.book.experiment_raft`);
@@ -16,6 +18,7 @@ rebuild-and-verify command, and its chapter reruns one seed in front of the read
     python -m llmcourse.book.experiments build ch7-finetune    # about 19 minutes on one CPU thread
     python -m llmcourse.book.experiments build ch6-block-order # about 7 minutes
     python -m llmcourse.book.experiments build ch8-verifiable-rl # a few minutes (llmcourse.book.experiment_ch8)
+    python -m llmcourse.book.experiments build ch8-carries     # (experiment_ch8_carries)
     python -m llmcourse.book.experiments build ch8-loops       # 9 minutes, beside a test run (experiment_ch8_loops)
     python -m llmcourse.book.experiments build ch8-raft        # (experiment_raft)
     python -m llmcourse.book.experiments build ch9-frontier    # 81 minutes here, beside a second build (experiment_ch9)
@@ -43,7 +46,8 @@ from pathlib import Path
 
 import torch
 
-from llmcourse.book import experiment_ch8, experiment_ch8_loops, experiment_ch9, experiment_raft, pretrained
+from llmcourse.book import (experiment_ch8, experiment_ch8_carries, experiment_ch8_loops, experiment_ch9,
+                            experiment_raft, pretrained)
 from llmcourse.chapters.transformer import BLOCK_ORDERS, set_block_order
 from llmcourse.chapters.finetune import classifier_accuracy, finetune_classifier, gpt_classifier_ids, labelled_subset
 from llmcourse.core.runtime import set_seed
@@ -304,7 +308,8 @@ RECIPES = {"ch7-finetune": {"chapter": 7, "run": run, "setup": setup, "summary":
                                "summary": block_order_summary, "tolerance": 2.0,
                                "description": "chapter 6's GPT with pre-LN, post-LN and the articles' block, 3 seeds each"},
            "ch8-verifiable-rl": experiment_ch8.RECIPE, "ch8-loops": experiment_ch8_loops.RECIPE,
-           "ch8-raft": experiment_raft.RECIPE, "ch9-frontier": experiment_ch9.RECIPE}
+           "ch8-carries": experiment_ch8_carries.RECIPE, "ch8-raft": experiment_raft.RECIPE,
+           "ch9-frontier": experiment_ch9.RECIPE}
 
 
 def main(argv=None) -> int:
