@@ -12,7 +12,7 @@ that keeps the names the graded check needs — a function that raises ``NotImpl
 notebook still runs top to bottom. Outputs are cleared.
 
     python -m llmcourse.book.coursework student notebooks/*.ipynb --out student/ [--execute]
-    python -m llmcourse.book.coursework grade submitted.ipynb [...]   # runs it, reports each graded check
+    python -m llmcourse.book.coursework grade submitted.ipynb [...]   # grades it (llmcourse.book.autograde)
 """
 from __future__ import annotations
 
@@ -99,6 +99,20 @@ def student_version(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, i
     return out, removed
 
 
+def solution_cells(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """``{cell id: exercise label}`` of the code cells inside solution fences (what a learner writes)."""
+    ids, label = {}, None
+    for cell in nb.cells:
+        if label is None:
+            if cell.cell_type == "markdown" and (m := START.search(cell.source)):
+                label = None if END.search(cell.source[m.end():]) else m.group(1)
+        elif cell.cell_type == "code":
+            ids[cell.id] = label
+        elif END.search(cell.source):
+            label = None
+    return ids
+
+
 def write_student_versions(paths, out_dir, execute: bool = False, timeout: int = 1200) -> dict[str, int]:
     """Write the student version of each notebook into ``out_dir``; optionally execute each there."""
     out_dir = pathlib.Path(out_dir)
@@ -118,37 +132,25 @@ def write_student_versions(paths, out_dir, execute: bool = False, timeout: int =
     return counts
 
 
-def grade(path, timeout: int = 1200, cwd=None) -> list[tuple[str, bool, str]]:
-    """Execute a (student) notebook and return ``(check, passed, full message)`` for every graded check cell.
+def instructor_notebook(submission) -> pathlib.Path:
+    """The chapter a submission answers: the book's notebook of the same file name."""
+    path = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / pathlib.Path(submission).name
+    if not path.exists():
+        raise FileNotFoundError(f"{submission}: no chapter notebooks/{pathlib.Path(submission).name} to grade it "
+                                f"against; name the submission as its chapter or pass --instructor")
+    return path
 
-    A graded check cell is a code cell calling ``check_function`` / ``check_value`` (llmcourse.book.grading);
-    it passes when its output starts with ✅. Errors in other cells do not stop the run, so one broken
-    exercise does not cost the others.
-    """
-    from nbclient import NotebookClient
 
-    path = pathlib.Path(path)
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(pathlib.Path(cwd or path.parent).resolve())}}).execute()
-    results = []
-    for cell in nb.cells:
-        if cell.cell_type != "code" or not CHECK_CALL.search(cell.source):
-            continue
-        text = ""
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                text += f"{output['ename']}: {output['evalue']}"
-            elif "text" in output:
-                text += output["text"]
-            elif "text/plain" in output.get("data", {}):
-                text += output["data"]["text/plain"]
-        text = text.strip().strip("'\"")
-        name = text.split(":")[0].lstrip("✅❌ ").strip() or "check"
-        results.append((name, text.startswith("✅"), text or "no output"))
-    if not results:
-        raise ValueError(f"{path}: no graded check cells (grading.check_function / check_value) found")
-    return results
+def grade(path, timeout: int = 1800, cwd=None, instructor=None) -> list[tuple[str, bool, str]]:
+    """Grade a submitted notebook: ``(check, passed, message)`` for every graded check of its chapter.
+
+    The chapter's own notebook is the skeleton and only the solution cells come from the submission
+    (:mod:`llmcourse.book.autograde`), so a check that was deleted, edited or shadowed is graded as the
+    instructor wrote it. Errors in one cell do not stop the others."""
+    from llmcourse.book import autograde
+
+    outcomes, _ = autograde.grade(path, instructor or instructor_notebook(path), timeout=timeout, cwd=cwd)
+    return [(o.name, o.passed, o.message) for o in outcomes]
 
 
 def main(argv=None) -> int:
@@ -160,13 +162,20 @@ def main(argv=None) -> int:
     student.add_argument("--execute", action="store_true", help="also run each student notebook to check it executes")
     grader = sub.add_parser("grade", help="run submitted notebooks and report their graded checks")
     grader.add_argument("notebooks", nargs="+", help="submitted (student) notebooks")
-    grader.add_argument("--cwd", default=None, help="folder to run them in (default: each notebook's own)")
+    grader.add_argument("--cwd", default=None, help="folder to run them in (default: the chapter's own)")
+    grader.add_argument("--instructor", default=None, help="the chapter notebook to grade against "
+                        "(default: notebooks/ of the same name)")
+    grader.add_argument("--timeout", type=int, default=1800, help="time limit of one submission in seconds")
     args = parser.parse_args(argv)
     if args.command == "grade":
+        from llmcourse.book import autograde
+
         for path in args.notebooks:
-            results = grade(path, cwd=args.cwd)
+            outcomes, how = autograde.grade(path, args.instructor or instructor_notebook(path), timeout=args.timeout,
+                                            cwd=args.cwd)
+            results = [(o.name, o.passed, o.message) for o in outcomes]
             passed = sum(ok for _, ok, _ in results)
-            print(f"{path}: {passed}/{len(results)} checks pass")
+            print(f"{path}: {passed}/{len(results)} checks pass ({'; '.join(f'{k}: {v}' for k, v in how.items())})")
             for name, ok, message in results:
                 lines = message.splitlines()
                 print(f"  {lines[0][:160]}" + (f"\n    {lines[1].strip()[:160]}" if len(lines) > 1 else ""))
