@@ -362,7 +362,8 @@ def _restore(path, state, model, optimizer, generator) -> None:
 # ---- data parallelism (torchrun) ------------------------------------------------------------------
 def _distributed(device: torch.device) -> tuple[int, int]:
     """``(rank, world_size)``; under ``torchrun`` (``WORLD_SIZE`` > 1) also joins the process group
-    (gloo on CPU, NCCL on CUDA) if the caller has not. Without torchrun: ``(0, 1)``."""
+    (gloo on CPU; on CUDA, NCCL after ``torch.cuda.set_device`` of this process's GPU) if the caller has
+    not. Without torchrun: ``(0, 1)``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
@@ -371,6 +372,9 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     if not dist.is_initialized():
+        if device.type == "cuda":
+            # Before NCCL starts: otherwise every process creates its communicator on GPU 0 (and can hang there).
+            torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
@@ -449,8 +453,8 @@ def _set_up(model: nn.Module, cfg: TrainConfig, device) -> _Run:
     """Place the model, join the process group under torchrun, wrap the model for DDP and compile, and
     make the optimizer and the batch generator (none of it draws from a random generator)."""
     device = torch.device(device) if device is not None else model_device(model)
+    device = _local_device(device, int(os.environ.get("WORLD_SIZE", "1")))  # this process's GPU, then NCCL
     rank, world = _distributed(device)
-    device = _local_device(device, world)
     model.to(device)
     # Under torchrun, forward/backward go through DistributedDataParallel, which averages the
     # gradients of all processes during backward (and copies rank 0's initial weights to all).
