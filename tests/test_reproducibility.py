@@ -70,7 +70,8 @@ def test_a_trained_perplexity_times_1_25_fails_in_chapter_9():
     path = ROOT / "notebooks" / "09_rlhf.ipynb"
     cell = next(c for c in code_cells(path) if 'glue("ch9_sft_ppl"' in c.source)
     tolerance = nbval_plugin.tolerance_for(path.name, cell.id)
-    assert tolerance.why.startswith("trained"), "the SFT cell must carry a measured tolerance"
+    # measured where the paths moved it; where they did not, the (stricter) closed-form tolerance
+    assert tolerance.why.startswith(("trained", "closed-form")), tolerance.why
     text = stored_text(cell)
     value = float(text.split("perplexity ")[1].split()[0])
     assert compare_text(text, text.replace(f"{value:.2f}", f"{value * 1.25:.2f}"), tolerance)

@@ -73,6 +73,14 @@ class Setting:
         self.gold = rc.train_gold_judge(self.task)
         self.test_reviews = reviews["test"]
 
+    @classmethod
+    def of(cls, *, tokenizer, task, base, sft, rm, gold, test_reviews) -> "Setting":
+        """The setting from parts built elsewhere (chapter 9 builds them step by step, with the same calls)."""
+        setting = cls.__new__(cls)
+        setting.tokenizer, setting.task, setting.base, setting.sft = tokenizer, task, base, sft
+        setting.rm, setting.gold, setting.test_reviews = rm, gold, test_reviews
+        return setting
+
     def evaluate(self, policy, seed: int) -> dict:
         return rc.evaluate_policy(self.task, policy, self.sft, self.rm, self.gold, eval_seed(seed))
 

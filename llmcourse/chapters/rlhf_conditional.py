@@ -1,8 +1,8 @@
-"""RLHF conditioned on a prompt, with a gold judge kept apart from the proxy reward (chapter 9's frontier).
+"""RLHF conditioned on a prompt, with a gold judge kept apart from the proxy reward (chapter 9).
 
-Chapter 9's live pipeline answers one prompt (``<eos>``) with a small model trained in front of the
-reader. This module sets up the version that research papers measure (Stiennon et al., 2020; the DPO
-paper's IMDb task, Rafailov et al., 2023; Gao et al., 2023), at the size of the book's shipped GPT:
+This module sets up the task that research papers measure (Stiennon et al., 2020; the DPO paper's IMDb
+task, Rafailov et al., 2023; Gao et al., 2023), at the size of the book's shipped GPT; chapter 9 builds
+it step by step and its shipped experiment ``ch9-frontier`` sweeps it over seeds:
 
 * a *prompt* is the beginning of a review: ``<eos>`` and its first :data:`PREFIX` characters; the policy
   writes the next (at most) ``L`` characters. Training prompts come from the training reviews,
