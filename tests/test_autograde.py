@@ -40,7 +40,10 @@ def solution(name, body):
 
 def instructor_notebook(names=CASES):
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
-    cells = [md("# Toy chapter"), code("from llmcourse.book import grading\nimport numpy as np")]
+    # the chapter itself may rebind a library function (importing torch._dynamo wraps torch.manual_seed):
+    # that is not the learner's doing and must not fail a check
+    cells = [md("# Toy chapter"), code("from llmcourse.book import grading\nimport math\nimport numpy as np\n"
+                                        "_isclose = math.isclose\nmath.isclose = lambda *a, **k: _isclose(*a, **k)")]
     for name in names:
         cells += [code(f"def ref_{name}(x):\n    return x ** 2"),
                   md(f"```{{exercise}} {name}\n:label: toy-{name}\n```\n```{{solution-start}} toy-{name}\n:class: dropdown\n```"),

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 import yaml
 
-from llmcourse.book import coursework
+from llmcourse.book import autograde, coursework
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -83,11 +83,11 @@ def test_student_notebook_executes_and_grades(tmp_path):
     'not implemented', and the instructor's copy passes every check."""
     chapter = ROOT / "notebooks" / "04_backprop.ipynb"
     coursework.write_student_versions([chapter], tmp_path, execute=True)  # raises if a cell fails
-    student_results = coursework.grade(tmp_path / chapter.name, cwd=chapter.parent)
-    assert student_results and not any(ok for _, ok, _ in student_results)
-    assert all("not implemented" in message for _, _, message in student_results), student_results
-    solved = coursework.grade(chapter)
-    assert len(solved) == len(student_results) and all(ok for _, ok, _ in solved), solved
+    student_results, _ = autograde.grade(tmp_path / chapter.name, chapter, cwd=chapter.parent)
+    assert student_results and not any(o.passed for o in student_results)
+    assert all("not implemented" in o.message for o in student_results), student_results
+    solved, _ = autograde.grade(chapter, autograde.instructor_notebook(chapter))
+    assert len(solved) == len(student_results) and all(o.passed for o in solved), solved
 
 
 def test_every_chapter_installs_from_the_one_configured_repository():

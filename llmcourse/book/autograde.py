@@ -1,5 +1,7 @@
 """Grading submitted notebooks so that a check cannot be deleted, shadowed, patched or edited (自动评分).
 
+    python -m llmcourse.book.autograde grade submissions/*.ipynb [--instructor CHAPTER.ipynb]
+
 A submission is graded against the instructor's chapter notebook, which is the skeleton:
 
 1. **Assemble.** Every code cell comes from the instructor's notebook except the exercises' solution
@@ -7,17 +9,19 @@ A submission is graded against the instructor's chapter notebook, which is the s
    solution cell the submission lacks becomes its stub). Check cells, the reference functions and the
    rest of the chapter are the instructor's, so deleting a check, editing its expected values or
    editing a reference changes nothing. Cells the learner added are not run.
-2. **Run in a separate process** (``python -m llmcourse.book.autograde``) with a time limit per cell and
+2. **Run in a separate process** (``python -m llmcourse.book.autograde run``) with a time limit per cell and
    for the whole run, its kernel on IPC sockets, and, where ``unshare -rn`` works (Linux user
    namespaces), in a network namespace of its own: no network at all.
-3. **Structured results.** The first cell, run before any submitted code, records a *fingerprint* of
-   the functions of ``builtins``, ``math``, ``numpy``, ``torch`` and ``torch.Tensor`` (their object ids)
-   and the tracing hooks. Each check cell runs through :func:`run_check`: it reloads
-   ``llmcourse.book.grading`` from disk (undoing any patch of it), runs the instructor's check with
-   ``check_function`` / ``check_value`` / ``grading`` bound to the fresh module (undoing any shadowing),
-   and emits every :class:`~llmcourse.book.grading.CheckResult` as JSON under its own MIME type, with the
-   fingerprint again. A check passes only if the fresh check passed *and* nothing in the fingerprint was
-   replaced; printed text, such as a forged "✅", counts for nothing.
+3. **Structured results.** Around every submitted solution cell the grader takes a *fingerprint* of the
+   functions of ``builtins``, ``math``, ``numpy``, ``torch``, ``torch.Tensor`` and the loaded ``llmcourse``
+   modules (their object ids) and the tracing hooks, and remembers what the cell replaced. Each check cell
+   runs through :func:`run_check`: it reloads ``llmcourse.book.grading`` from disk (undoing any patch of
+   it), runs the instructor's check with ``check_function`` / ``check_value`` / ``grading`` bound to the
+   fresh module (undoing any shadowing), and emits every :class:`~llmcourse.book.grading.CheckResult` as
+   JSON under its own MIME type, with what the solution cells replaced and the names the check reads that
+   a solution cell rebound after the chapter's cells had bound them (a reference, an input). A check passes
+   only if the fresh check passed *and* nothing was replaced; printed text, such as a forged "✅", counts for
+   nothing.
 
 What this does not protect against is written on the instructors' page (book/for-instructors.md): code
 written to attack the grader itself (hooking the kernel's events to forge its messages, replacing its
@@ -43,11 +47,14 @@ import nbformat
 from llmcourse.book import coursework
 
 MIME = "application/vnd.llmcourse.check+json"
-START_MIME = "application/vnd.llmcourse.fingerprint+json"
 FINGERPRINTED = ("builtins", "math", "numpy", "torch", "torch.nn.functional")
 OWN = ("llmcourse.book.grading", "llmcourse.book.autograde")  # reloaded or the grader's own
 VOLATILE = {"builtins.input"}  # the kernel itself rebinds it for every cell (to forward input requests)
 _BOUND: dict[str, int] = {}  # name -> id of the object the instructor's cells last bound to it
+_BEFORE: dict[str, int] = {}  # the fingerprint just before the current solution cell
+_REPLACED: dict[str, str] = {}  # "module.attr" -> the exercise whose solution cell replaced it
+_NAMES_BEFORE: dict[str, int] = {}  # ids of the chapter's names just before the current solution cell
+_REBOUND: dict[str, str] = {}  # chapter name -> the exercise whose solution cell rebound it (until the chapter does)
 CHECK_NAME = re.compile(r"\bcheck_(?:function|value)\(")
 
 
@@ -74,9 +81,12 @@ def fingerprint() -> dict:
     return out
 
 
-def remember(namespace: dict, names: list[str]) -> None:
-    """After an instructor cell: the objects it bound, so that a check can tell if a submission rebound them."""
-    _BOUND.update({n: id(namespace[n]) for n in names if n in namespace})
+def remember(namespace: dict, names) -> None:
+    """After a chapter cell: the objects it bound, so that a check can tell if a submission rebound them."""
+    for n in names:
+        if n in namespace:
+            _BOUND[n] = id(namespace[n])
+            _REBOUND.pop(n, None)
 
 
 def _bound_names(source: str) -> list[str] | None:
@@ -102,9 +112,24 @@ def _display(mime: str, payload: dict) -> None:
     display({mime: payload}, raw=True)
 
 
-def begin(nonce: str) -> None:
-    """The grader's first cell: the fingerprint before any submitted code has run."""
-    _display(START_MIME, {"nonce": nonce, "fingerprint": fingerprint()})
+def before_solution(namespace: dict) -> None:
+    """Just before a submitted solution cell: the fingerprint and the chapter's names, to compare after it."""
+    _BEFORE.clear()
+    _BEFORE.update(fingerprint())
+    _NAMES_BEFORE.clear()
+    _NAMES_BEFORE.update({n: id(namespace[n]) for n in _BOUND if n in namespace})
+
+
+def after_solution(label: str, namespace: dict) -> None:
+    """Just after a submitted solution cell (run even if it failed): what it replaced, remembered for the
+    checks. Only submitted cells are watched: the chapter's own cells may rebind library functions (importing
+    ``torch._dynamo`` wraps ``torch.manual_seed``, for one) without anyone tampering."""
+    now = fingerprint()
+    for key in _tampered(_BEFORE, now):
+        _REPLACED.setdefault(key, label)
+    for name, before in _NAMES_BEFORE.items():
+        if name not in namespace or id(namespace[name]) != before:  # rebound or deleted
+            _REBOUND[name] = label
 
 
 def run_check(index: int, source: str, namespace: dict, nonce: str) -> None:
@@ -125,7 +150,7 @@ def run_check(index: int, source: str, namespace: dict, nonce: str) -> None:
     ours = {"grading": fresh, "check_function": fresh.check_function, "check_value": fresh.check_value}
     theirs = {k: namespace[k] for k in ours if k in namespace}  # put back afterwards: the cell's names stay
     used = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    rebound = sorted(n for n in used - set(ours) if n in _BOUND and n in namespace and id(namespace[n]) != _BOUND[n])
+    rebound = sorted((used & set(_REBOUND)) - set(ours))  # grading's own names were put back above
     error = None
     namespace.update(ours)
     try:
@@ -136,10 +161,11 @@ def run_check(index: int, source: str, namespace: dict, nonce: str) -> None:
         for k in ours:
             namespace.pop(k, None)
         namespace.update(theirs)
+        remember(namespace, _bound_names(source) or [])  # the check cell is the chapter's own code
     payload = [{"name": r.name, "passed": r.passed is True and isinstance(r, grading.CheckResult),
                 "message": str(r)} for r in results]
-    _display(MIME, {"nonce": nonce, "index": index, "results": payload, "error": error, "rebound": rebound,
-                    "fingerprint": fingerprint()})
+    _display(MIME, {"nonce": nonce, "index": index, "results": payload, "error": error,
+                    "replaced": sorted(_REPLACED) + [f"{name} (which the check uses)" for name in rebound]})
 
 
 # ---- assembling and running -------------------------------------------------------------------------
@@ -149,21 +175,21 @@ def assemble(instructor: nbformat.NotebookNode, submission: nbformat.NotebookNod
     submitted = {c.get("id"): c.source for c in submission.cells if c.cell_type == "code"}
     student, _ = coursework.student_version(instructor)
     stubs = {c.id: c.source for c in student.cells if c.cell_type == "code" and c.id in solutions}
-    cells = [nbformat.v4.new_code_cell(f"__import__('llmcourse.book.autograde', fromlist=['begin']).begin({nonce!r})")]
-    expected = []
+    cells, expected = [], []
+    grader = "__import__('llmcourse.book.autograde', fromlist=['run_check'])"
     for cell in instructor.cells:
         if cell.cell_type != "code":
             continue
-        if cell.id in solutions:
-            source = submitted.get(cell.id, stubs[cell.id])
+        if cell.id in solutions:  # watched: a cell of its own before and after, which run even if it fails
+            cells.append(nbformat.v4.new_code_cell(f"{grader}.before_solution(globals())"))
+            cells.append(nbformat.v4.new_code_cell(submitted.get(cell.id, stubs[cell.id])))
+            source = f"{grader}.after_solution({solutions[cell.id]!r}, globals())"
         elif coursework.CHECK_CALL.search(cell.source):
-            source = (f"__import__('llmcourse.book.autograde', fromlist=['run_check']).run_check("
-                      f"{len(expected)}, {cell.source!r}, globals(), {nonce!r})")
+            source = f"{grader}.run_check({len(expected)}, {cell.source!r}, globals(), {nonce!r})"
             expected.append(len(CHECK_NAME.findall(cell.source)))
         else:
             names = _bound_names(cell.source)
-            source = cell.source if not names else (
-                f"{cell.source}\n__import__('llmcourse.book.autograde', fromlist=['remember']).remember(globals(), {names!r})")
+            source = cell.source if not names else f"{cell.source}\n{grader}.remember(globals(), {names!r})"
         cells.append(nbformat.v4.new_code_cell(source))
     return nbformat.v4.new_notebook(cells=cells, metadata=instructor.metadata), expected
 
@@ -223,8 +249,6 @@ def _tampered(start: dict, now: dict) -> list[str]:
 
 def read_results(nb: nbformat.NotebookNode, expected: list[int], nonce: str, failure: str | None) -> list[Outcome]:
     """One :class:`Outcome` per check the instructor's cells make, from the grader's JSON outputs only."""
-    starts = _outputs(nb, START_MIME, nonce)
-    start = starts[0]["fingerprint"] if starts else None
     by_index = {p["index"]: p for p in _outputs(nb, MIME, nonce)}
     outcomes = []
     for index, n in enumerate(expected):
@@ -233,8 +257,7 @@ def read_results(nb: nbformat.NotebookNode, expected: list[int], nonce: str, fai
             why = "the check cell did not run"
             outcomes += [Outcome(f"check {index + 1}", False, f"❌ check {index + 1}: {why}")] * n
             continue
-        replaced = _tampered(start, payload["fingerprint"]) if start is not None else ["the grader's first cell"]
-        replaced += [f"{name} (which the check uses)" for name in payload.get("rebound", [])]
+        replaced = payload["replaced"]
         results = payload["results"]
         for j in range(n):
             if j >= len(results):
@@ -266,7 +289,7 @@ def grade(submission, instructor, timeout: int = 1800, cell_timeout: int = 600, 
     with tempfile.TemporaryDirectory(prefix="llmcourse-grade-") as tmp:
         nb_in, nb_out = pathlib.Path(tmp) / "assembled.ipynb", pathlib.Path(tmp) / "executed.ipynb"
         nbformat.write(nb, nb_in)
-        command = [*(prefix or []), sys.executable, "-m", "llmcourse.book.autograde", str(nb_in), str(nb_out),
+        command = [*(prefix or []), sys.executable, "-m", "llmcourse.book.autograde", "run", str(nb_in), str(nb_out),
                    "--cwd", str(pathlib.Path(cwd or instructor.parent).resolve()), "--cell-timeout", str(cell_timeout)]
         try:
             done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=timeout)
@@ -283,18 +306,46 @@ def grade(submission, instructor, timeout: int = 1800, cell_timeout: int = 600, 
     return read_results(executed, expected, nonce, failure), how
 
 
+def instructor_notebook(submission) -> pathlib.Path:
+    """The chapter a submission answers: the book's notebook of the same file name."""
+    path = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / pathlib.Path(submission).name
+    if not path.exists():
+        raise FileNotFoundError(f"{submission}: no chapter notebooks/{pathlib.Path(submission).name} to grade it "
+                                f"against; name the submission as its chapter or pass --instructor")
+    return path
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmcourse.book.autograde", description="run an assembled notebook")
-    parser.add_argument("notebook")
-    parser.add_argument("out")
-    parser.add_argument("--cwd", required=True)
-    parser.add_argument("--cell-timeout", type=int, default=600)
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.book.autograde",
+                                     description="grade submitted notebooks against their chapters")
+    sub = parser.add_subparsers(dest="command", required=True)
+    grader = sub.add_parser("grade", help="grade submitted (student) notebooks")
+    grader.add_argument("notebooks", nargs="+", help="submitted notebooks, named as their chapters")
+    grader.add_argument("--instructor", default=None, help="the chapter notebook to grade against "
+                        "(default: notebooks/ of the same name)")
+    grader.add_argument("--cwd", default=None, help="folder to run them in (default: the chapter's own)")
+    grader.add_argument("--timeout", type=int, default=1800, help="time limit of one submission in seconds")
+    runner = sub.add_parser("run", help="(internal) execute an assembled notebook in this process")
+    runner.add_argument("notebook")
+    runner.add_argument("out")
+    runner.add_argument("--cwd", required=True)
+    runner.add_argument("--cell-timeout", type=int, default=600)
     args = parser.parse_args(argv)
-    _execute(args.notebook, args.out, args.cwd, args.cell_timeout)
+    if args.command == "run":
+        _execute(args.notebook, args.out, args.cwd, args.cell_timeout)
+        return 0
+    for path in args.notebooks:
+        outcomes, how = grade(path, args.instructor or instructor_notebook(path), timeout=args.timeout, cwd=args.cwd)
+        passed = sum(o.passed for o in outcomes)
+        print(f"{path}: {passed}/{len(outcomes)} checks pass ({'; '.join(f'{k}: {v}' for k, v in how.items())})")
+        for o in outcomes:
+            lines = o.message.splitlines()
+            print(f"  {lines[0][:160]}" + (f"\n    {lines[1].strip()[:160]}" if len(lines) > 1 else ""))
     return 0
 
 
-__all__ = ["MIME", "Outcome", "assemble", "begin", "fingerprint", "grade", "network_isolation", "read_results",
+__all__ = ["MIME", "Outcome", "after_solution", "assemble", "before_solution", "fingerprint", "grade", "instructor_notebook", "network_isolation",
+           "read_results",
            "remember", "run_check"]
 
 if __name__ == "__main__":

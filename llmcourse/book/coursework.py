@@ -12,7 +12,7 @@ that keeps the names the graded check needs — a function that raises ``NotImpl
 notebook still runs top to bottom. Outputs are cleared.
 
     python -m llmcourse.book.coursework student notebooks/*.ipynb --out student/ [--execute]
-    python -m llmcourse.book.coursework grade submitted.ipynb [...]   # grades it (llmcourse.book.autograde)
+    python -m llmcourse.book.autograde grade submitted.ipynb [...]    # grades it against its chapter
 """
 from __future__ import annotations
 
@@ -132,27 +132,6 @@ def write_student_versions(paths, out_dir, execute: bool = False, timeout: int =
     return counts
 
 
-def instructor_notebook(submission) -> pathlib.Path:
-    """The chapter a submission answers: the book's notebook of the same file name."""
-    path = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / pathlib.Path(submission).name
-    if not path.exists():
-        raise FileNotFoundError(f"{submission}: no chapter notebooks/{pathlib.Path(submission).name} to grade it "
-                                f"against; name the submission as its chapter or pass --instructor")
-    return path
-
-
-def grade(path, timeout: int = 1800, cwd=None, instructor=None) -> list[tuple[str, bool, str]]:
-    """Grade a submitted notebook: ``(check, passed, message)`` for every graded check of its chapter.
-
-    The chapter's own notebook is the skeleton and only the solution cells come from the submission
-    (:mod:`llmcourse.book.autograde`), so a check that was deleted, edited or shadowed is graded as the
-    instructor wrote it. Errors in one cell do not stop the others."""
-    from llmcourse.book import autograde
-
-    outcomes, _ = autograde.grade(path, instructor or instructor_notebook(path), timeout=timeout, cwd=cwd)
-    return [(o.name, o.passed, o.message) for o in outcomes]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmcourse.book.coursework", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,26 +139,7 @@ def main(argv=None) -> int:
     student.add_argument("notebooks", nargs="+", help="chapter notebooks")
     student.add_argument("--out", default="student", help="output folder (default: student/)")
     student.add_argument("--execute", action="store_true", help="also run each student notebook to check it executes")
-    grader = sub.add_parser("grade", help="run submitted notebooks and report their graded checks")
-    grader.add_argument("notebooks", nargs="+", help="submitted (student) notebooks")
-    grader.add_argument("--cwd", default=None, help="folder to run them in (default: the chapter's own)")
-    grader.add_argument("--instructor", default=None, help="the chapter notebook to grade against "
-                        "(default: notebooks/ of the same name)")
-    grader.add_argument("--timeout", type=int, default=1800, help="time limit of one submission in seconds")
     args = parser.parse_args(argv)
-    if args.command == "grade":
-        from llmcourse.book import autograde
-
-        for path in args.notebooks:
-            outcomes, how = autograde.grade(path, args.instructor or instructor_notebook(path), timeout=args.timeout,
-                                            cwd=args.cwd)
-            results = [(o.name, o.passed, o.message) for o in outcomes]
-            passed = sum(ok for _, ok, _ in results)
-            print(f"{path}: {passed}/{len(results)} checks pass ({'; '.join(f'{k}: {v}' for k, v in how.items())})")
-            for name, ok, message in results:
-                lines = message.splitlines()
-                print(f"  {lines[0][:160]}" + (f"\n    {lines[1].strip()[:160]}" if len(lines) > 1 else ""))
-        return 0
     counts = write_student_versions(args.notebooks, args.out, execute=args.execute)
     for name, removed in counts.items():
         print(f"{args.out}/{name}: {removed} solutions removed" + (", executed" if args.execute else ""))

@@ -56,8 +56,8 @@ def measure(model, base, task: addition.AdditionTask, seed: int) -> dict:
 def train_base(task: addition.AdditionTask, seed: int):
     """The converged base model and its mean training loss over the last 100 and the 100 before."""
     model, history = addition.train_base_model(task, steps=BASE_STEPS, seed=seed, return_history=True)
-    loss = history["train_loss"]
-    return model, {"loss_last_100": sum(loss[-100:]) / 100, "loss_previous_100": sum(loss[-200:-100]) / 100}
+    loss, n = history["train_loss"], 100
+    return model, {"loss_last_100": sum(loss[-n:]) / n, "loss_previous_100": sum(loss[-2 * n:-n]) / n}
 
 
 def run(progress=print) -> dict:
