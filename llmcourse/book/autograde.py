@@ -120,15 +120,15 @@ def before_solution(namespace: dict) -> None:
     _NAMES_BEFORE.update({n: id(namespace[n]) for n in _BOUND if n in namespace})
 
 
-def after_solution(label: str, namespace: dict) -> None:
+def after_solution(label: str, namespace: dict, own: list[str]) -> None:
     """Just after a submitted solution cell (run even if it failed): what it replaced, remembered for the
     checks. Only submitted cells are watched: the chapter's own cells may rebind library functions (importing
     ``torch._dynamo`` wraps ``torch.manual_seed``, for one) without anyone tampering."""
     now = fingerprint()
     for key in _tampered(_BEFORE, now):
         _REPLACED.setdefault(key, label)
-    for name, before in _NAMES_BEFORE.items():
-        if name not in namespace or id(namespace[name]) != before:  # rebound or deleted
+    for name, before in _NAMES_BEFORE.items():  # ``own``: the names the exercise asks the learner to define
+        if name not in own and (name not in namespace or id(namespace[name]) != before):  # rebound or deleted
             _REBOUND[name] = label
 
 
@@ -183,7 +183,8 @@ def assemble(instructor: nbformat.NotebookNode, submission: nbformat.NotebookNod
         if cell.id in solutions:  # watched: a cell of its own before and after, which run even if it fails
             cells.append(nbformat.v4.new_code_cell(f"{grader}.before_solution(globals())"))
             cells.append(nbformat.v4.new_code_cell(submitted.get(cell.id, stubs[cell.id])))
-            source = f"{grader}.after_solution({solutions[cell.id]!r}, globals())"
+            own = sorted(set(_bound_names(cell.source) or []) | set(_bound_names(stubs[cell.id]) or []))
+            source = f"{grader}.after_solution({solutions[cell.id]!r}, globals(), {own!r})"
         elif coursework.CHECK_CALL.search(cell.source):
             source = f"{grader}.run_check({len(expected)}, {cell.source!r}, globals(), {nonce!r})"
             expected.append(len(CHECK_NAME.findall(cell.source)))
