@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml Makefile scripts/install-fonts.sh scripts/ins
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -e ".[book,test]"
-	$(BIN)/python -c "import torch, jieba, snownlp, jupyter_book, nbval, sphinx_exercise, sphinxcontrib.mermaid"
+	$(PIP) install -e ".[book,test,chapters]"
+	$(BIN)/python -c "import torch, jieba, snownlp, sklearn, rank_bm25, jupyter_book, nbval, sphinx_exercise, sphinxcontrib.mermaid"
 	bash scripts/install-fonts.sh
 	bash scripts/install-browser.sh
 	$(BIN)/python -c "from llmcourse.book.viz import find_cjk_font; print('matplotlib CJK font:', find_cjk_font())"

@@ -14,8 +14,12 @@ all randomness from it, and a checkpoint (which saves its state) resumes the dat
 
 Fail-safe: an update is applied only if the loss of every micro-batch and the gradient norm are finite;
 otherwise ``train`` raises ``FloatingPointError`` naming the step, and the weights and optimizer state
-stay those of the last good update. ``resume=True`` refuses a checkpoint written with another
-:class:`TrainConfig` unless the changed fields are named in ``allow_config_changes``.
+stay those of the last good update. The exception is float16 training (``amp`` on a GPU without
+bfloat16): there an infinite gradient is what loss scaling expects now and then, so the update is
+skipped as ``torch.amp.GradScaler`` does (the weights stay, the loss scale halves, the history records
+the non-finite ``grad_norm``) and training goes on. ``resume=True`` refuses a checkpoint written with
+another :class:`TrainConfig` unless the changed fields are named in ``allow_config_changes``, and one
+written with loss scaling by a run without it (or the other way round).
 
 Data parallelism: run the same script under ``torchrun --nproc_per_node=N`` and ``train`` joins the
 process group (gloo on CPU, NCCL on GPUs), wraps the model in DistributedDataParallel, gives each
@@ -40,8 +44,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from llmcourse.core import precision
 from llmcourse.core.checkpoint import CheckpointError, atomic_torch_save, checked_torch_load
 from llmcourse.core.checks import IGNORE_INDEX, check_finite, check_int, eval_mode, model_device
+from llmcourse.core.precision import amp_dtype
 from llmcourse.data.batching import EvalWindows
 
 CHECKPOINT_FORMAT = "llmcourse.train/1"
@@ -55,10 +61,12 @@ class TrainConfig:
     ``min_lr == lr`` gives a constant learning rate after warm-up. ``grad_clip=None`` disables clipping
     (the gradient norm is still recorded). ``batch_size``, when set, is checked against the batches
     ``get_batch`` returns (it is a micro-batch size: one optimizer step sees ``batch_size *
-    grad_accum_steps`` examples). ``amp`` uses bfloat16 autocast on CUDA GPUs that support it and is
-    ignored elsewhere. ``progress``: ``True`` shows a tqdm bar, ``False`` never; ``None`` (the default)
-    shows one only in an interactive terminal, never in a Jupyter kernel or when output goes to a file
-    or pipe (see :func:`progress_enabled`). ``compile`` runs the forward and backward passes through
+    grad_accum_steps`` examples). ``amp`` trains in mixed precision on CUDA GPUs and is ignored
+    elsewhere: bfloat16 autocast where the GPU has bf16 (Ampere and newer), float16 autocast with a
+    ``torch.amp.GradScaler`` on older ones such as Colab's T4 (see :func:`amp_dtype`). ``progress``:
+    ``True`` shows a tqdm bar, ``False`` never; ``None`` (the default) shows one only in an interactive
+    terminal, never in a Jupyter kernel or when output goes to a file or pipe (see
+    :func:`progress_enabled`). ``compile`` runs the forward and backward passes through
     ``torch.compile`` (slower to start, faster per step on GPUs; the weights and checkpoints are the
     plain model's).
     """
@@ -197,14 +205,6 @@ def _logits_of(output) -> torch.Tensor:
     return output.logits
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
-    """bfloat16 autocast on CUDA GPUs with native bf16 (Ampere or newer); full precision elsewhere.
-    bf16 keeps float32's exponent range, so unlike float16 it needs no loss scaling."""
-    if cfg.amp and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 # ---- progress bars --------------------------------------------------------------------------------
 def progress_enabled(setting: bool | None) -> bool:
     """Whether :func:`train` shows a progress bar: ``True`` or ``False`` decide; ``None`` (the default)
@@ -264,11 +264,14 @@ def evaluate_lm(model: nn.Module, windows: EvalWindows, batch_size: int = 32, de
 
 # ---- checkpoints ----------------------------------------------------------------------------------
 def save_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    history: dict, generator: torch.Generator, config: TrainConfig | None = None) -> None:
+                    history: dict, generator: torch.Generator, config: TrainConfig | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> None:
     """Write a checkpoint atomically: to a temporary file in the same folder, then ``os.replace``, so a
     crash mid-write leaves the previous checkpoint intact. Everything is tensors and plain Python
     values, so ``torch.load(path, weights_only=True)`` (no arbitrary code) can read it. ``train(...,
-    resume=True)`` compares ``config`` with its own and refuses a checkpoint saved without one."""
+    resume=True)`` compares ``config`` with its own and refuses a checkpoint saved without one. A float16
+    run's ``scaler`` (its loss scale and growth counter) is saved too: without it a resumed run would
+    restart from the initial scale and skip or make other updates."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": int(step),
@@ -276,6 +279,7 @@ def save_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimize
         "optimizer": optimizer.state_dict(),
         "history": {k: list(v) for k, v in history.items()},
         "config": asdict(config) if config is not None else {},
+        "grad_scaler": scaler.state_dict() if scaler is not None else None,  # None: no loss scaling
         "rng": {
             "torch_cpu": torch.get_rng_state(),
             "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -342,7 +346,27 @@ def _check_rng(path: str, rng, generator: torch.Generator) -> None:
                                   f"{tuple(reference.shape)}, got {found}")
 
 
-def _restore(path, state, model, optimizer, generator) -> None:
+def _check_scaler(path: str, state: dict, scaler: torch.amp.GradScaler | None, device: torch.device) -> None:
+    """A float16 run (with loss scaling) resumes only as one, and any other run only without it: the
+    loss scale decides which updates are skipped, so neither can continue the other exactly."""
+    saved = state.get("grad_scaler")  # absent in checkpoints written before float16 training existed
+    complete = isinstance(saved, dict) and (scaler is None or set(scaler.state_dict()) <= set(saved))
+    if saved is not None and not complete:
+        raise CheckpointError(f"checkpoint {path!r}: 'grad_scaler' must be a GradScaler state dict, got {saved!r}")
+    if saved is not None and scaler is None:
+        raise CheckpointError(
+            f"checkpoint {path!r} was written by a float16 run with loss scaling (amp=True on a CUDA GPU without "
+            f"bfloat16, such as a T4), but this run on {device} computes without a GradScaler, so it cannot continue "
+            "that run exactly; resume it on a GPU of the same kind")
+    if saved is None and scaler is not None:
+        raise CheckpointError(
+            f"checkpoint {path!r} was written without loss scaling (float32 or bfloat16), but this run on {device} "
+            "would train in float16 with a GradScaler (amp=True on a GPU without bfloat16), so it cannot continue "
+            "that run exactly; resume it where it was written, or continue in float32 with TrainConfig(amp=False) "
+            "and allow_config_changes=('amp',)")
+
+
+def _restore(path, state, model, optimizer, generator, scaler=None) -> None:
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
@@ -351,6 +375,8 @@ def _restore(path, state, model, optimizer, generator) -> None:
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {path!r} does not match this optimizer: {e}") from e
+    if scaler is not None:
+        scaler.load_state_dict(state["grad_scaler"])
     rng = state["rng"]
     torch.set_rng_state(rng["torch_cpu"].cpu())
     generator.set_state(rng["batch_generator"].cpu())
@@ -414,7 +440,8 @@ class _Run:
     rank: int
     world: int
     params: list  # the trainable parameters, whose gradient norm is clipped and recorded
-    amp: contextlib.AbstractContextManager
+    amp: contextlib.AbstractContextManager  # autocast in the type of amp_dtype(device), or nothing
+    scaler: torch.amp.GradScaler | None  # float16 only: scales the loss so small gradients do not round to 0
 
 
 def _check_arguments(model, get_batch, cfg, resume: bool, stop_at) -> int:
@@ -465,9 +492,11 @@ def _set_up(model: nn.Module, cfg: TrainConfig, device) -> _Run:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
+    dtype = amp_dtype(device) if cfg.amp else None
     return _Run(cfg=cfg, model=model, net=net, optimizer=make_optimizer(model, cfg, device),
                 generator=torch.Generator().manual_seed(cfg.seed), device=device, rank=rank, world=world,
-                params=[p for p in model.parameters() if p.requires_grad], amp=_autocast(cfg, device))
+                params=[p for p in model.parameters() if p.requires_grad], amp=precision.autocast(dtype, device),
+                scaler=precision.grad_scaler(dtype, device))
 
 
 def _resume(run: _Run, allowed: frozenset[str], end: int) -> tuple[int, dict[str, list]]:
@@ -477,17 +506,19 @@ def _resume(run: _Run, allowed: frozenset[str], end: int) -> tuple[int, dict[str
     state = load_checkpoint(path)
     _check_config(path, state, run.cfg, allowed)
     _check_rng(path, state["rng"], run.generator)
+    _check_scaler(path, state, run.scaler, run.device)
     start = int(state["step"])
     if start > end:
         raise ValueError(f"checkpoint {path!r} is at update {start}, past the {end} this call should stop at")
-    _restore(path, state, run.model, run.optimizer, run.generator)
+    _restore(path, state, run.model, run.optimizer, run.generator, run.scaler)
     return start, {k: list(v) for k, v in state["history"].items()}
 
 
 def _save(run: _Run, step: int, history: dict) -> None:
     """Rank 0 writes (all ranks hold the same state); the others wait until the file is complete."""
     if run.rank == 0:
-        save_checkpoint(run.cfg.checkpoint_path, run.model, run.optimizer, step, history, run.generator, run.cfg)
+        save_checkpoint(run.cfg.checkpoint_path, run.model, run.optimizer, step, history, run.generator, run.cfg,
+                        run.scaler)
     if run.world > 1:
         import torch.distributed as dist
 
@@ -536,7 +567,7 @@ def _forward_backward(run: _Run, batch, micro: int) -> torch.Tensor:
     sync = contextlib.nullcontext() if run.world == 1 or micro == k - 1 else run.net.no_sync()
     with sync, run.amp:
         loss = _loss_of(_call_model(run.net, batch))
-        (loss / k).backward()
+        (loss / k if run.scaler is None else run.scaler.scale(loss / k)).backward()
     return loss.detach()
 
 
@@ -567,16 +598,32 @@ def _train_step(run: _Run, get_batch: Callable, step: int) -> tuple[float, float
     if not math.isfinite(train_loss):
         run.optimizer.zero_grad(set_to_none=True)
         raise _non_finite_loss(step, train_loss, losses, batches)
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)  # clip and record the true gradient, not the scaled one
     max_norm = run.cfg.grad_clip if run.cfg.grad_clip is not None else float("inf")  # inf: measure only
     grad_norm = float(torch.nn.utils.clip_grad_norm_(run.params, max_norm))
-    if not math.isfinite(grad_norm):
+    if not math.isfinite(grad_norm) and not _overflow_to_skip(run):
         run.optimizer.zero_grad(set_to_none=True)
         raise FloatingPointError(f"the gradient norm became {grad_norm} at step {step} although the loss, "
-                                 f"{train_loss}, is finite; {_state_kept(step)}. Look in the model for an operation "
-                                 "with an infinite derivative (log or sqrt at 0, division by ~0)")
-    run.optimizer.step()
+                                 f"{train_loss}, is finite{_scale_note(run)}; {_state_kept(step)}. Look in the model "
+                                 "for an operation with an infinite derivative (log or sqrt at 0, division by ~0)")
+    if run.scaler is None:
+        run.optimizer.step()
+    else:  # skips the update if unscale_ met an inf or nan (the scaled gradient overflowed), then halves the scale
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     return lr, train_loss, grad_norm
+
+
+def _overflow_to_skip(run: _Run) -> bool:
+    """Whether a non-finite gradient is float16 overflow that the scaler handles by skipping the update
+    and halving the scale. At a scale of 1 or less the loss is not scaled up, so scaling is not the cause."""
+    return run.scaler is not None and run.scaler.get_scale() > 1.0
+
+
+def _scale_note(run: _Run) -> str:
+    return "" if run.scaler is None else f" and the loss scale is already {run.scaler.get_scale()}"
 
 
 def _state_kept(step: int) -> str:
@@ -674,6 +721,6 @@ def train(model: nn.Module, get_batch: Callable, config: TrainConfig, eval_fn: C
 
 
 __all__ = [
-    "RESUME_IGNORES", "CheckpointError", "TrainConfig", "estimate_loss", "evaluate_lm", "load_checkpoint", "lr_at",
-    "make_optimizer", "param_groups", "progress_enabled", "save_checkpoint", "train",
+    "RESUME_IGNORES", "CheckpointError", "TrainConfig", "amp_dtype", "estimate_loss", "evaluate_lm", "load_checkpoint",
+    "lr_at", "make_optimizer", "param_groups", "progress_enabled", "save_checkpoint", "train",
 ]

@@ -1,5 +1,7 @@
 """Data-parallel training under torchrun: two CPU processes (gloo) make the same updates as one process
-on the combined batch, with the calling code unchanged; checkpoints come from rank 0 and resume."""
+on the combined batch, with the calling code unchanged — at the first update already, parameter by
+parameter, the gradient each process hands to AdamW is the one-process gradient of the whole batch;
+checkpoints come from rank 0 and resume."""
 import os
 import pathlib
 import subprocess
@@ -9,11 +11,13 @@ import textwrap
 import pytest
 import torch
 
+from llmcourse.chapters.engineering import compare_gradients, gradients_at_first_update
 from llmcourse.models import GPT, GPTConfig
 from llmcourse.train import TrainConfig, train
 
 SCRIPT = textwrap.dedent('''
     import sys, torch
+    from llmcourse.chapters.engineering import gradients_at_first_update
     from llmcourse.models import GPT, GPTConfig
     from llmcourse.train import TrainConfig, train
 
@@ -28,12 +32,14 @@ SCRIPT = textwrap.dedent('''
                       checkpoint_path=out + ".ckpt", grad_accum_steps=2)
     rows = []  # the batch rows each forward pass of this process sees
     model.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
-    history = train(model, get_batch, cfg, stop_at=stop)
+    with gradients_at_first_update(model) as grads:  # all-reduced and clipped, just before update 0
+        history = train(model, get_batch, cfg, stop_at=stop)
     if stop < steps:  # an interruption, then a resume in the same processes
         history = train(model, get_batch, cfg, resume=True)
     import torch.distributed as dist
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.save(rows, out + f".rows{rank}")
+    torch.save(grads, out + f".grads{rank}")
     if rank == 0:
         torch.save({"state": model.state_dict(), "loss": history["train_loss"]}, out)
 ''')
@@ -48,8 +54,9 @@ def single_process(steps):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=2, n_embd=32))
     cfg = TrainConfig(max_steps=steps, lr=3e-3, warmup_steps=2, eval_interval=None, seed=3, grad_accum_steps=2)
-    history = train(model, get_batch, cfg)
-    return model.state_dict(), history["train_loss"]
+    with gradients_at_first_update(model) as grads:
+        history = train(model, get_batch, cfg)
+    return model.state_dict(), history["train_loss"], grads
 
 
 def run_torchrun(tmp_path, steps, stop):
@@ -65,16 +72,25 @@ def run_torchrun(tmp_path, steps, stop):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = [torch.load(f"{out}.rows{rank}", weights_only=True) for rank in range(2)]
-    return torch.load(out, weights_only=True), rows
+    grads = [torch.load(f"{out}.grads{rank}", weights_only=True) for rank in range(2)]
+    return torch.load(out, weights_only=True), rows, grads
 
 
 @pytest.mark.parametrize("stop", [5, 3], ids=["straight", "interrupted-and-resumed"])
 def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path, stop):
     steps = 5
-    ddp, rows = run_torchrun(tmp_path, steps, stop)
+    ddp, rows, grads = run_torchrun(tmp_path, steps, stop)
     # each process computed on its half (4 of 8 rows) of every micro-batch: 2 micro-batches per update
     assert all(r == [4] * (2 * steps) for r in rows), rows
-    state, losses = single_process(steps)
+    state, losses, reference = single_process(steps)
+    # update 0, parameter by parameter: both processes hold the same all-reduced gradient, and it is the
+    # one-process gradient of the whole batch up to float32 rounding of the different summation order
+    assert set(grads[0]) == set(reference) == {n for n, p in GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=2,
+                                                                           n_head=2, n_embd=32)).named_parameters()}
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in reference)
+    differences = compare_gradients(grads[0], reference)
+    assert differences[0].rel < 1e-5, differences[0]
+    assert all(d.reference_max > 0 for d in differences)  # every parameter had a gradient to compare
     assert len(ddp["loss"]) == steps
     torch.testing.assert_close(torch.tensor(ddp["loss"]), torch.tensor(losses), atol=1e-5, rtol=1e-5)
     for name, value in state.items():

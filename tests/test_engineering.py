@@ -12,8 +12,9 @@ from torch.nn.utils import prune
 
 from llmcourse.data.batching import LMBatcher
 from llmcourse.chapters.engineering import (
-    MicroBatches, NoisyLMBatcher, count_nonzero, effective_tensors, explicit_attention, global_magnitude_masks,
-    make_pruning_permanent, measure_throughput, prunable_linears, prune_linears, run_torchrun, storage_bytes,
+    MicroBatches, NoisyLMBatcher, Throughput, compare_gradients, compare_throughput, count_nonzero,
+    effective_tensors, explicit_attention, global_magnitude_masks, gradients_at_first_update, make_pruning_permanent,
+    measure_throughput, prunable_linears, prune_linears, run_torchrun, storage_bytes, throughput_verdict,
 )
 from llmcourse.models import GPT, GPTConfig
 from llmcourse.train import TrainConfig, train
@@ -54,6 +55,79 @@ def test_throughput_counts_tokens_and_leaves_the_model_alone():
         measure_throughput(model, LMBatcher(STREAM, 8, 4), threads=0)
     with pytest.raises(ValueError, match="repeats"):
         measure_throughput(model, LMBatcher(STREAM, 8, 4), repeats=0)
+    with pytest.raises(ValueError, match="bfloat16 or torch.float16"):
+        measure_throughput(model, LMBatcher(STREAM, 8, 4), autocast_dtype=torch.float64)
+    assert result.peak_memory_bytes is None  # measured on CUDA only
+
+
+def test_throughput_in_float16_runs_the_loss_scaled_step_and_leaves_the_model_alone(monkeypatch):
+    model = tiny_gpt()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+    real_step = torch.amp.GradScaler.step
+    monkeypatch.setattr(torch.amp.GradScaler, "step", lambda self, opt: steps.append(1) or real_step(self, opt))
+    result = measure_throughput(model, LMBatcher(STREAM, 8, 4), steps=2, warmup=1, autocast_dtype=torch.float16)
+    assert result.tokens_per_s > 0 and len(steps) == 3  # warm-up and timed steps all went through the scaler
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_throughput_verdicts_need_every_round_beyond_the_noise():
+    noise = [0.97, 1.02, 1.0]  # the baseline against itself in three rounds
+    assert throughput_verdict([1.05, 1.03, 1.2], noise) == "faster"
+    assert throughput_verdict([0.5, 0.9, 0.96], noise) == "slower"
+    assert throughput_verdict([1.5, 1.5, 1.01], noise) == "within noise"  # one round inside the noise
+    assert throughput_verdict([0.97, 1.0], noise) == "within noise"
+    with pytest.raises(ValueError, match="at least one"):
+        throughput_verdict([], noise)
+
+
+def test_compare_throughput_interleaves_rounds_and_labels_rows():
+    order = []
+    # the baseline's one function serves both of its rows: 100 / 101 / 99 tokens/s, so its ratio to
+    # itself ranges over about 0.99-1.01 (the noise), and "same" at a constant 100 stays inside it
+    speeds = {"base": iter([100, 101, 101, 100, 99, 100, 100, 99]), "fast": iter([150, 160, 155, 149]),
+              "same": iter([100] * 4), "slow": iter([50, 52, 49, 51])}
+
+    def timing(name):
+        def measure():
+            order.append(name)
+            return Throughput(float(next(speeds[name])), 1.0, 32)
+        return measure
+
+    rows = compare_throughput({name: timing(name) for name in ("base", "fast", "same", "slow")}, rounds=4,
+                              warmup_rounds=0)
+    assert [r.name for r in rows] == ["base", "fast", "same", "slow", "base again"]
+    rounds = [order[i:i + 5] for i in range(0, 20, 5)]  # each round rotated by one more place
+    assert rounds[0] == ["base", "fast", "same", "slow", "base"] and rounds[1] == ["fast", "same", "slow", "base", "base"]
+    assert rounds[2] == ["same", "slow", "base", "base", "fast"]
+    verdicts = {r.name: r.verdict for r in rows}
+    assert verdicts == {"base": "baseline", "fast": "faster", "same": "within noise", "slow": "slower",
+                        "base again": "noise"}
+    fast = rows[1]
+    assert fast.median == pytest.approx(152.5) and (fast.low, fast.high) == (149, 160)
+    assert fast.tokens_per_step == 32 and fast.ratio_low > 1.4
+    with pytest.raises(ValueError, match="rounds"):
+        compare_throughput({"base": timing("base")}, rounds=1)
+    with pytest.raises(ValueError, match="baseline 'x'"):
+        compare_throughput({"base": timing("base")}, baseline="x")
+    with pytest.raises(ValueError, match="rename"):
+        compare_throughput({"base": timing("base"), "base again": timing("same")})
+    with pytest.raises(TypeError, match="dict of name"):
+        compare_throughput({})
+    with pytest.raises(ValueError, match="warmup_rounds"):
+        compare_throughput({"base": timing("base")}, warmup_rounds=-1)
+    calls = []
+    compare_throughput({"a": lambda: calls.append(1) or Throughput(1.0, 1.0, 1)}, rounds=2)  # 1 warm-up round
+    assert len(calls) == 2 * 3  # the baseline twice per round, in 1 + 2 rounds
+
+
+def test_compare_throughput_with_real_measurements():
+    model, get = tiny_gpt(), LMBatcher(STREAM, 8, 4)
+    rows = compare_throughput({"fp32": lambda: measure_throughput(model, get, steps=1, warmup=0),
+                               "bf16": lambda: measure_throughput(model, get, steps=1, warmup=0,
+                                                                  autocast_dtype=torch.bfloat16)}, rounds=2)
+    assert [r.name for r in rows] == ["fp32", "bf16", "fp32 again"] and all(r.median > 0 for r in rows)
+    assert rows[0].ratio == 1.0 and rows[1].verdict in ("faster", "slower", "within noise")
 
 
 def test_explicit_attention_is_the_same_function():
@@ -124,6 +198,45 @@ def test_accumulation_with_micro_batches_equals_one_large_batch():
         torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-4)
     moved = (m1.transformer.h[0].mlp.c_fc.weight - tiny_gpt(seed=2).transformer.h[0].mlp.c_fc.weight).abs().max()
     assert moved > 1e-3  # it trained
+
+
+def test_gradients_at_first_update_are_what_the_optimizer_sees():
+    model = tiny_gpt(seed=3)
+    x, y = LMBatcher(STREAM, 8, 4)(0, torch.Generator().manual_seed(0))
+    model(x, y)[1].backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    other = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    with gradients_at_first_update(model) as grads:
+        other.step()  # another model's optimizer is not recorded
+        assert grads == {}
+        opt.step()
+        model.zero_grad()
+        model(x, y)[1].backward()
+        opt.step()  # only the first step counts
+    assert set(grads) == set(expected) and all(torch.equal(grads[n], g) for n, g in expected.items())
+    rows = compare_gradients(grads, expected)
+    assert all(r.max_abs == 0 and r.rel == 0 for r in rows)
+    with pytest.raises(RuntimeError, match="no optimizer step"):
+        with gradients_at_first_update(model):
+            pass
+    with pytest.raises(TypeError, match="nn.Module"):
+        with gradients_at_first_update("model"):
+            pass
+
+
+def test_compare_gradients_by_hand():
+    ref = {"w": torch.tensor([[1.0, -4.0], [0.0, 2.0]]), "b": torch.tensor([0.0, 0.0])}
+    got = {"w": torch.tensor([[1.0, -4.0], [0.1, 2.0]]), "b": torch.tensor([0.0, 0.0])}
+    rows = compare_gradients(got, ref)
+    assert [r.name for r in rows] == ["w", "b"]  # the largest relative difference first
+    assert rows[0].max_abs == pytest.approx(0.1) and rows[0].reference_max == 4.0 and rows[0].rel == pytest.approx(0.025)
+    assert rows[1].rel == 0.0
+    assert compare_gradients({"w": ref["w"], "b": torch.tensor([0.0, 1.0])}, ref)[0].rel == float("inf")
+    with pytest.raises(ValueError, match="only in one of them: \\['b'\\]"):
+        compare_gradients({"w": ref["w"]}, ref)
+    with pytest.raises(ValueError, match="shape"):
+        compare_gradients({"w": ref["w"], "b": torch.zeros(3)}, ref)
 
 
 # ---- pruning --------------------------------------------------------------------------------------

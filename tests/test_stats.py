@@ -5,6 +5,7 @@ import statistics
 
 import pytest
 
+from llmcourse.core import stats
 from llmcourse.core.stats import paired_comparison, t_critical, t_two_sided_mass
 
 # two-sided level -> {degrees of freedom: critical value}, as printed in the tables (3 decimals)
@@ -58,3 +59,36 @@ def test_no_spread_and_bad_input():
         t_critical(95, 4)
     with pytest.raises(ValueError, match="degrees of freedom"):
         t_critical(0.95, 0)
+
+
+# ---- McNemar and the paired bootstrap ---------------------------------------------------------------
+def test_mcnemar_matches_scipy_exact_binomial():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    a = [1] * 61 + [0] * 75 + [1] * 300 + [0] * 100
+    b = [0] * 61 + [1] * 75 + [1] * 300 + [0] * 100
+    m = stats.mcnemar(a, b)
+    assert (m.only_a, m.only_b) == (61, 75)
+    assert m.p_value == pytest.approx(scipy_stats.binomtest(61, 136, 0.5).pvalue, rel=1e-9)
+    assert m.z == pytest.approx((61 - 75) / math.sqrt(136))
+    assert m.verdict() == "not distinguishable from"
+    strong = stats.mcnemar([1] * 40 + [0] * 5, [0] * 40 + [1] * 5)
+    assert strong.verdict() == "better than" and stats.mcnemar([0] * 40 + [1] * 5, [1] * 40 + [0] * 5).verdict() == "worse than"
+    assert stats.mcnemar([1, 0], [1, 0]).p_value == 1.0
+
+
+def test_mcnemar_rejects_bad_input():
+    with pytest.raises(ValueError, match="pairs"):
+        stats.mcnemar([1, 0], [1])
+    with pytest.raises(ValueError, match="0/1"):
+        stats.mcnemar([1, 2], [1, 0])
+
+
+def test_paired_bootstrap_covers_the_mean_and_is_seeded():
+    a = [float(i % 3 == 0) for i in range(300)]
+    b = [float(i % 4 == 0) for i in range(300)]
+    r = stats.paired_bootstrap(a, b, resamples=1000)
+    assert r.mean == pytest.approx(sum(a) / 300 - sum(b) / 300)
+    assert r.low < r.mean < r.high and r == stats.paired_bootstrap(a, b, resamples=1000)
+    assert not stats.paired_bootstrap(a, a, resamples=100).significant
+    with pytest.raises(ValueError, match="resamples"):
+        stats.paired_bootstrap(a, b, resamples=10)

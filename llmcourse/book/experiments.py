@@ -49,7 +49,7 @@ import torch
 from llmcourse.book import (experiment_ch8, experiment_ch8_carries, experiment_ch8_loops, experiment_ch9,
                             experiment_raft, pretrained)
 from llmcourse.chapters.transformer import BLOCK_ORDERS, set_block_order
-from llmcourse.chapters.finetune import classifier_accuracy, finetune_classifier, gpt_classifier_ids, labelled_subset
+from llmcourse.chapters.finetune import classification_logits, finetune_classifier, gpt_classifier_ids, labelled_subset
 from llmcourse.core.runtime import set_seed
 from llmcourse.data import corpus
 from llmcourse.data.batching import LMBatcher
@@ -128,14 +128,21 @@ def pretrain_short() -> BertForMaskedLM:
 def run_one(name: str, budget: str, seed: int, encoders: dict) -> float:
     """Test accuracy of model ``name`` trained on budget ``budget``'s labels at ``seed``. ``encoders``
     maps the pretrained models' names to their MLM model (or, for the GPT, the language model)."""
+    _, _, reviews, _ = _data()
+    return accuracy(test_predictions(name, budget, seed, encoders), [r.label for r in reviews["test"]])
+
+
+def test_predictions(name: str, budget: str, seed: int, encoders: dict) -> list[int]:
+    """The predicted label (0/1) of every test review, in ``corpus.load_reviews("test")`` order, of model
+    ``name`` trained as :func:`run_one` trains it."""
     tok, vocab, reviews, gpt_len = _data()
     n_labels, updates = BUDGETS[budget]
     subset = reviews["train"] if n_labels is None else labelled_subset(reviews["train"], n_labels, seed=seed)
     texts, labels = [r.text for r in subset], [r.label for r in subset]
-    test_texts, test_labels = [r.text for r in reviews["test"]], [r.label for r in reviews["test"]]
+    test_texts = [r.text for r in reviews["test"]]
     if name == "bag of words":  # the full texts; every feature at 1,000 labels, those seen twice with all
         bow = BowLogisticRegression(min_freq=1 if n_labels is not None else 2).fit(texts, labels)
-        return accuracy(bow.predict(test_texts), test_labels)
+        return bow.predict(test_texts)
     set_seed(seed)  # the same head initialisation for every neural model at this seed
     if name == "GPT, last token":
         model, encode = GPTForSequenceClassification.from_lm(encoders[name]), lambda t: gpt_classifier_ids(tok, t, gpt_len)
@@ -146,7 +153,7 @@ def run_one(name: str, budget: str, seed: int, encoders: dict) -> float:
         encode = lambda t: vocab.encode(t, pretrained.BERT_MAX_LEN)  # noqa: E731
     finetune_classifier(model, [encode(t) for t in texts], labels, finetune_config(updates, seed),
                         pad_id=vocab.pad_id, device="cpu")
-    return classifier_accuracy(model, [encode(t) for t in test_texts], test_labels, vocab.pad_id)
+    return classification_logits(model, [encode(t) for t in test_texts], vocab.pad_id).argmax(1).tolist()
 
 
 def run(progress=print) -> dict:
@@ -163,6 +170,36 @@ def run(progress=print) -> dict:
                 results[budget][name].append(run_one(name, budget, seed, encoders))
             progress(f"budget {budget}, seed {seed}: " + ", ".join(f"{n} {results[budget][n][-1]:.4f}" for n in names))
     return results
+
+
+# ---- chapter 11: the book's classifiers item by item, for paired tests against the practitioners' bar ----
+CH11_MODELS = ("pretrained 12,000 updates", "GPT, last token")
+
+
+def ch11_setup() -> dict:
+    _, _, reviews, _ = _data()
+    test_texts = json.dumps([r.text for r in reviews["test"]], ensure_ascii=False)
+    return {"seeds": list(SEEDS), "models": list(CH11_MODELS), "budget": "all", "recipe": "ch7-finetune",
+            "ch7_setup": setup(), "test_sha256": hashlib.sha256(test_texts.encode("utf-8")).hexdigest()}
+
+
+def run_ch11_sentiment(progress=print) -> dict:
+    """``{model: ["0110…" per seed]}``: chapter 7's all-label fine-tunes, every test prediction kept."""
+    encoders = {"pretrained 12,000 updates": pretrained.load("bert-mlm-reviews").model,
+                "GPT, last token": pretrained.load("gpt-reviews").model}
+    results = {name: [] for name in CH11_MODELS}
+    for seed in SEEDS:
+        for name in CH11_MODELS:
+            results[name].append("".join(map(str, test_predictions(name, "all", seed, encoders))))
+        progress(f"seed {seed}: done")
+    return results
+
+
+def ch11_summary(results: dict) -> dict:
+    """ch11-sentiment: each model's mean test accuracy over the seeds, in points."""
+    labels = [r.label for r in _data()[2]["test"]]
+    return {name: 100 * sum(accuracy([int(c) for c in p], labels) for p in preds) / len(preds)
+            for name, preds in results.items()}
 
 
 # ---- chapter 6: the layer norm's place, trained ------------------------------------------------------
@@ -309,7 +346,10 @@ RECIPES = {"ch7-finetune": {"chapter": 7, "run": run, "setup": setup, "summary":
                                "description": "chapter 6's GPT with pre-LN, post-LN and the articles' block, 3 seeds each"},
            "ch8-verifiable-rl": experiment_ch8.RECIPE, "ch8-loops": experiment_ch8_loops.RECIPE,
            "ch8-carries": experiment_ch8_carries.RECIPE, "ch8-raft": experiment_raft.RECIPE,
-           "ch9-frontier": experiment_ch9.RECIPE}
+           "ch9-frontier": experiment_ch9.RECIPE,
+           "ch11-sentiment": {"chapter": 11, "run": run_ch11_sentiment, "setup": ch11_setup, "summary": ch11_summary,
+                              "tolerance": 2.0, "description": "chapter 7's fine-tuned encoder and GPT classifier at "
+                              "all labels, 5 seeds, every test prediction (chapter 11's paired tests)"}}
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,17 @@
 """Training at scale, measured (训练速度与泛化): the reusable pieces of chapter 10.
 
 * :func:`measure_throughput` times training steps (forward, backward, AdamW update) and reports
-  tokens per second, optionally under bf16 autocast or another thread count.
+  tokens per second, optionally under autocast (bf16, or fp16 with loss scaling, as ``llmcourse.train``
+  chooses with :func:`~llmcourse.core.precision.amp_dtype`) or another thread count;
+  :func:`compare_throughput` times several settings in interleaved rounds and calls a difference a
+  speed-up only when it exceeds the baseline's variation against itself.
 * :func:`explicit_attention` makes a :class:`~llmcourse.models.GPT` compute attention with the written-out
   formula instead of the fused ``scaled_dot_product_attention`` kernel, to measure what fusion buys.
 * :class:`MicroBatches` splits every batch of a ``get_batch`` into ``k`` micro-batches, so that
   ``train(..., grad_accum_steps=k)`` sees exactly the data of one k-times-larger batch.
-* :func:`run_torchrun` runs a script under ``torchrun`` (data-parallel processes) from Python or a notebook.
+* :func:`run_torchrun` runs a script under ``torchrun`` (data-parallel processes) from Python or a notebook;
+  :func:`gradients_at_first_update` and :func:`compare_gradients` check, parameter by parameter, that
+  the processes' all-reduced gradients are the gradient of one process on the whole batch.
 * Pruning (剪枝): :func:`global_magnitude_masks` (the rule, from scratch), :func:`prune_linears` (with
   ``torch.nn.utils.prune``), :func:`count_nonzero`, :func:`storage_bytes` (dense or CSR) and
   :func:`make_pruning_permanent`.
@@ -19,16 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import prune
 
+from llmcourse.core import precision
 from llmcourse.core.checks import model_device
 from llmcourse.data.batching import LMBatcher
 from llmcourse.models.gpt import GPT
@@ -39,6 +46,7 @@ class Throughput(NamedTuple):
     tokens_per_s: float
     seconds_per_step: float
     tokens_per_step: int
+    peak_memory_bytes: int | None = None  # on CUDA: torch.cuda.max_memory_allocated during the timed steps
 
 
 def _rows_tokens(batch) -> int:
@@ -55,8 +63,11 @@ def measure_throughput(model: nn.Module, get_batch: Callable, steps: int = 10, w
     One step is what training does: forward, loss, backward, an AdamW update. ``warmup`` steps run
     first and are not timed (the first steps allocate memory and pick kernels). ``get_batch(i,
     generator)`` returns ``(x, y)`` or a dict with ``input_ids``; tokens per step is the number of
-    input ids. ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs forward and loss under
-    ``torch.autocast``; ``threads`` sets ``torch.set_num_threads`` for the measurement only.
+    input ids. ``autocast_dtype`` (``torch.bfloat16`` or ``torch.float16``) runs forward and loss under
+    ``torch.autocast``, and float16 scales the loss with a ``GradScaler`` as ``llmcourse.train`` does;
+    pass ``amp_dtype(device)`` (:func:`llmcourse.core.precision.amp_dtype`) to time the type that
+    ``TrainConfig(amp=True)`` trains in on that device. ``threads`` sets ``torch.set_num_threads`` for
+    the measurement only. On CUDA the result carries the peak memory allocated while timing.
     With ``repeats > 1`` the ``steps`` steps are timed that many times and the fastest run is kept:
     other programs on the machine only ever slow a measurement down, so the best of several is the
     least disturbed (the convention of Python's ``timeit``). ``clock`` is the timer (a parameter so
@@ -70,6 +81,7 @@ def measure_throughput(model: nn.Module, get_batch: Callable, steps: int = 10, w
         raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    precision.check_amp_dtype(autocast_dtype)
     device = model_device(model)
     # A snapshot rather than copy.deepcopy: pruned modules hold a computed (non-leaf) weight that
     # cannot be deep-copied.
@@ -80,8 +92,8 @@ def measure_throughput(model: nn.Module, get_batch: Callable, steps: int = 10, w
     batches = [get_batch(i, generator) for i in range(warmup + steps)]  # drawn before timing starts
     batches = [{k: v.to(device) for k, v in b.items()} if isinstance(b, dict) else tuple(t.to(device) for t in b)
                for b in batches]
-    amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else contextlib.nullcontext())
+    amp = precision.autocast(autocast_dtype, device)
+    scaler = precision.grad_scaler(autocast_dtype, device)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -92,20 +104,29 @@ def measure_throughput(model: nn.Module, get_batch: Callable, steps: int = 10, w
             with amp:
                 out = model(**batch) if isinstance(batch, dict) else model(*batch)
                 loss = out[1] if isinstance(out, (tuple, list)) else out["loss"]
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # the work of a float16 training step: scale, unscale (train clips after it), step, update
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # GPU work is asynchronous: wait before reading the clock
 
     try:
         run(batches[:warmup])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         times = []
         for _ in range(repeats):
             start = clock()
             run(batches[warmup:])
             times.append(clock() - start)
         elapsed = min(times)
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     finally:
         torch.set_num_threads(before)
         model.load_state_dict(snapshot)
@@ -114,7 +135,89 @@ def measure_throughput(model: nn.Module, get_batch: Callable, steps: int = 10, w
     if elapsed <= 0:
         raise RuntimeError(f"the clock did not advance over {steps} steps; use a finer clock or more steps")
     tokens = _rows_tokens(batches[-1])
-    return Throughput(tokens * steps / elapsed, elapsed / steps, tokens)
+    return Throughput(tokens * steps / elapsed, elapsed / steps, tokens, peak)
+
+
+class ThroughputRow(NamedTuple):
+    """One setting of :func:`compare_throughput`: tokens per second over the rounds (median, min, max),
+    its ratio to the baseline of the same round (median, min, max) and the verdict."""
+
+    name: str
+    tokens_per_step: int
+    median: float
+    low: float
+    high: float
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+    verdict: str
+    peak_memory_bytes: int | None = None
+
+
+VERDICTS = ("baseline", "noise", "faster", "slower", "within noise")
+
+
+def throughput_verdict(ratios: Sequence[float], noise: Sequence[float]) -> str:
+    """``"faster"`` if every round's ratio to the baseline is above every ratio of the baseline against
+    itself (``noise``), ``"slower"`` if every one is below them all, ``"within noise"`` otherwise: a
+    setting is called different only where no round's variation could explain it."""
+    if not ratios or not noise:
+        raise ValueError("throughput_verdict needs at least one ratio and one noise ratio")
+    if min(ratios) > max(noise):
+        return "faster"
+    if max(ratios) < min(noise):
+        return "slower"
+    return "within noise"
+
+
+def compare_throughput(settings: Mapping[str, Callable[[], Throughput]], rounds: int = 5,
+                       baseline: str | None = None, warmup_rounds: int = 1) -> list[ThroughputRow]:
+    """Time every setting ``rounds`` times, interleaved, and compare each with the baseline.
+
+    ``settings`` maps a name to a function that makes one measurement (e.g. ``lambda:
+    measure_throughput(model, get_batch, steps=4, warmup=1)``); ``baseline`` (default: the first name)
+    is timed twice in every round, the second time as the row ``"<baseline> again"``. Each round runs
+    the settings in a rotated order, so that drift (a machine warming up, another program starting) hits
+    all of them alike and no setting is always first; ``warmup_rounds`` untimed rounds come first (the
+    very first measurements of a process are slowed by allocation and caches). A setting's ratio in a
+    round is its tokens per second over the baseline's in the same round; the baseline's ratio against
+    itself in each round is the noise, and :func:`throughput_verdict` names a setting ``faster`` or
+    ``slower`` only when all its ratios lie beyond all the noise ratios. Rows come in the order of
+    ``settings``, the second baseline last.
+    """
+    if not isinstance(settings, Mapping) or not settings or not all(callable(f) for f in settings.values()):
+        raise TypeError("settings must be a non-empty dict of name -> function returning a Throughput")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 2:
+        raise ValueError(f"rounds must be an int >= 2 (one round gives no spread), got {rounds!r}")
+    if isinstance(warmup_rounds, bool) or not isinstance(warmup_rounds, int) or warmup_rounds < 0:
+        raise ValueError(f"warmup_rounds must be an int >= 0, got {warmup_rounds!r}")
+    baseline = next(iter(settings)) if baseline is None else baseline
+    if baseline not in settings:
+        raise ValueError(f"baseline {baseline!r} is not one of the settings {list(settings)}")
+    control = f"{baseline} again"
+    if control in settings:
+        raise ValueError(f"{control!r} is the name of the baseline's second timing; rename that setting")
+    plan = {**settings, control: settings[baseline]}
+    names = list(plan)
+    for _ in range(warmup_rounds):
+        for name in names:
+            plan[name]()
+    results: dict[str, list[Throughput]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            results[name].append(plan[name]())
+    return [_throughput_row(name, results[name], results[baseline], results[control], baseline, control)
+            for name in names]
+
+
+def _throughput_row(name, runs, base_runs, control_runs, baseline, control) -> ThroughputRow:
+    speeds = [t.tokens_per_s for t in runs]
+    ratios = [t.tokens_per_s / b.tokens_per_s for t, b in zip(runs, base_runs)]
+    noise = [c.tokens_per_s / b.tokens_per_s for c, b in zip(control_runs, base_runs)]
+    verdict = "baseline" if name == baseline else "noise" if name == control else throughput_verdict(ratios, noise)
+    peaks = [t.peak_memory_bytes for t in runs if t.peak_memory_bytes is not None]
+    return ThroughputRow(name, runs[-1].tokens_per_step, statistics.median(speeds), min(speeds), max(speeds),
+                         statistics.median(ratios), min(ratios), max(ratios), verdict, max(peaks) if peaks else None)
 
 
 @contextlib.contextmanager
@@ -198,6 +301,60 @@ def run_torchrun(script: str | os.PathLike, nproc: int, args: Sequence[str] = ()
         tail = (result.stdout[-2000:] + "\n" + result.stderr[-4000:]).strip()
         raise RuntimeError(f"torchrun exited with status {result.returncode}:\n{tail}")
     return result
+
+
+@contextlib.contextmanager
+def gradients_at_first_update(model: nn.Module):
+    """Inside the ``with`` block, the first optimizer step over ``model``'s parameters records a copy of
+    every parameter's ``.grad`` (by name) just before the update: under ``torchrun`` that is the
+    all-reduced gradient, after any clipping — what the optimizer uses. Yields the dict it fills; a
+    block that completes without such a step is an error (it would compare nothing)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    named = dict(model.named_parameters())
+    ids = {id(p) for p in named.values()}
+    grads: dict[str, torch.Tensor] = {}
+
+    def record(optimizer, args, kwargs):
+        if not grads and any(id(p) in ids for g in optimizer.param_groups for p in g["params"]):
+            grads.update({n: p.grad.detach().clone() for n, p in named.items() if p.grad is not None})
+
+    handle = register_optimizer_step_pre_hook(record)  # global: the optimizer is made inside train()
+    try:
+        yield grads
+    finally:
+        handle.remove()
+    if not grads:
+        raise RuntimeError("no optimizer step over the model's parameters ran inside the block")
+
+
+class GradientDifference(NamedTuple):
+    name: str
+    max_abs: float  # the largest |a - b| over the parameter's entries
+    reference_max: float  # the largest |b|: the scale of the reference gradient
+    rel: float  # max_abs / reference_max (0 when both are zero)
+
+
+def compare_gradients(grads: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]
+                      ) -> list[GradientDifference]:
+    """Per parameter, how far ``grads`` are from ``reference`` (both ``{name: tensor}``, the same names
+    and shapes), largest relative difference first. The relative difference divides by the largest
+    entry of the reference gradient, not entry by entry: entries near zero would make any rounding look
+    huge."""
+    if set(grads) != set(reference):
+        raise ValueError(f"the gradients name other parameters than the reference: only in one of them: "
+                         f"{sorted(set(grads) ^ set(reference))}")
+    rows = []
+    for name, ref in reference.items():
+        a, b = grads[name].detach().cpu().double(), ref.detach().cpu().double()
+        if a.shape != b.shape:
+            raise ValueError(f"gradient of {name!r} has shape {tuple(a.shape)}, the reference {tuple(b.shape)}")
+        diff, scale = float((a - b).abs().max()), float(b.abs().max())
+        rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+        rows.append(GradientDifference(name, diff, scale, rel))
+    return sorted(rows, key=lambda r: -r.rel)
 
 
 # ---- pruning --------------------------------------------------------------------------------------
@@ -372,7 +529,8 @@ class NoisyLMBatcher(LMBatcher):
 
 
 __all__ = [
-    "MicroBatches", "NoisyLMBatcher", "PRUNE_METHODS", "Throughput", "count_nonzero", "effective_tensors",
-    "explicit_attention", "global_magnitude_masks", "make_pruning_permanent", "measure_throughput",
-    "prunable_linears", "prune_linears", "run_torchrun", "storage_bytes",
+    "GradientDifference", "MicroBatches", "NoisyLMBatcher", "PRUNE_METHODS", "Throughput", "ThroughputRow", "VERDICTS",
+    "compare_gradients", "compare_throughput", "count_nonzero", "effective_tensors", "explicit_attention",
+    "global_magnitude_masks", "gradients_at_first_update", "make_pruning_permanent", "measure_throughput",
+    "prunable_linears", "prune_linears", "run_torchrun", "storage_bytes", "throughput_verdict",
 ]

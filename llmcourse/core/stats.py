@@ -110,4 +110,85 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], level: float = 0.9
                             sum(x > 0 for x in d), sum(x < 0 for x in d))
 
 
-__all__ = ["PairedComparison", "paired_comparison", "t_critical", "t_two_sided_mass"]
+# ---- paired over items: the same test items judged by two methods --------------------------------------
+@dataclass(frozen=True)
+class McNemar:
+    """McNemar's exact test on paired right/wrong outcomes: only the discordant items count."""
+
+    only_a: int  # items A gets right and B wrong
+    only_b: int  # items B gets right and A wrong
+    p_value: float  # two-sided, exact binomial (only_a ~ Binomial(only_a + only_b, 1/2) if A and B are equal)
+
+    @property
+    def z(self) -> float:
+        """(only_a - only_b) / sqrt(only_a + only_b), the normal approximation's statistic."""
+        n = self.only_a + self.only_b
+        return (self.only_a - self.only_b) / math.sqrt(n) if n else 0.0
+
+    def verdict(self, level: float = 0.95) -> str:
+        """``"better than"``, ``"worse than"`` or ``"not distinguishable from"`` (A against B)."""
+        if self.p_value >= 1 - level:
+            return "not distinguishable from"
+        return "better than" if self.only_a > self.only_b else "worse than"
+
+
+def _check_outcomes(name: str, values) -> list[int]:
+    values = list(values)
+    if any(v not in (0, 1) for v in values):
+        raise ValueError(f"{name} must hold 0/1 (or False/True) outcomes, one per item")
+    return [int(v) for v in values]
+
+
+def mcnemar(correct_a: Sequence[int], correct_b: Sequence[int]) -> McNemar:
+    """McNemar's test of ``correct_a`` against ``correct_b``: per item 1 if the method was right, else 0."""
+    a, b = _check_outcomes("correct_a", correct_a), _check_outcomes("correct_b", correct_b)
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired outcomes must come in pairs over at least one item: {len(a)} of a, {len(b)} of b")
+    only_a = sum(x > y for x, y in zip(a, b))
+    only_b = sum(y > x for x, y in zip(a, b))
+    n, k = only_a + only_b, min(only_a, only_b)
+    # exact two-sided binomial p: twice the smaller tail, in log space so that large n does not underflow
+    tail = sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2))
+               for i in range(k + 1)) if n else 1.0
+    return McNemar(only_a, only_b, min(1.0, 2 * tail) if only_a != only_b else 1.0)
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """Paired bootstrap of ``mean(a) - mean(b)`` over items: the estimate and a percentile interval."""
+
+    mean: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> BootstrapInterval:
+    """Resample the items (with replacement, the same draw for both methods) ``resamples`` times."""
+    import torch  # only here: the rest of this module needs nothing beyond the standard library
+
+    a, b = list(a), list(b)
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired values must come in pairs over at least 2 items: {len(a)} of a, {len(b)} of b")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
+        raise ValueError(f"resamples must be an int >= 100, got {resamples!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    if not torch.isfinite(d).all():
+        raise ValueError("paired values must be finite numbers")
+    rows = torch.randint(len(d), (resamples, len(d)), generator=torch.Generator().manual_seed(seed))
+    means = d[rows].mean(1).sort().values
+    lo = means[int(math.floor((1 - level) / 2 * resamples))].item()
+    hi = means[min(resamples - 1, int(math.ceil((1 + level) / 2 * resamples)) - 1)].item()
+    return BootstrapInterval(d.mean().item(), lo, hi, level, resamples)
+
+
+__all__ = ["BootstrapInterval", "McNemar", "PairedComparison", "mcnemar", "paired_bootstrap", "paired_comparison",
+           "t_critical", "t_two_sided_mass"]
