@@ -190,6 +190,57 @@ def test_textrank_solves_its_fixed_point_equation():
     assert app.textrank(["一样", "一样"]).tolist() == pytest.approx([1.0, 1.0])
 
 
+def test_pagerank_is_the_fixed_point_of_power_iteration():
+    g = torch.Generator().manual_seed(3)
+    W = torch.rand(6, 6, generator=g, dtype=torch.float64)
+    W[4] = 0  # a node with nothing to give
+    v = app.pagerank(W, 0.85)
+    M = W / W.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    power = torch.ones(6, dtype=torch.float64)
+    for _ in range(500):
+        power = 0.15 + 0.85 * M.T @ power
+    torch.testing.assert_close(v, power)
+    with pytest.raises(ValueError, match="square"):
+        app.pagerank(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="finite"):
+        app.pagerank(torch.tensor([[0.0, float("inf")], [1.0, 0.0]]))
+
+
+def test_keyword_textrank_by_hand():
+    # window 2: only neighbours pair; the one kept pair is 房间-干净 (早餐 is not kept, 。 breaks the rest)
+    ranked = app.keyword_textrank(["房间", "干净", "。", "房间", "早餐"], [True, True, False, True, False], window=2)
+    assert [w for w, _ in ranked] == ["房间", "干净"]  # a tie: first seen first
+    assert [s for _, s in ranked] == pytest.approx([1.0, 1.0])  # symmetric: both at the fixed point 1
+    assert app.keyword_textrank(["好"], [True]) == []  # no pair: no graph
+    with pytest.raises(ValueError, match="same length"):
+        app.keyword_textrank(["a", "b"], [True])
+
+
+def test_keyword_textrank_is_jiebas_textrank_run_to_convergence(monkeypatch):
+    import sys
+
+    import jieba
+    import jieba.analyse
+    import jieba.posseg
+
+    jieba.setLogLevel(60)
+    module = sys.modules["jieba.analyse.textrank"]
+    # jieba runs 10 sweeps (its `xrange(10)`); run it to convergence, every other range unchanged
+    monkeypatch.setattr(module, "xrange", lambda *a: range(3000) if a == (10,) else range(*a))
+    extractor = jieba.analyse.TextRank()
+    texts = ["房间很干净，服务员态度很好，早餐种类不多但是味道不错，交通也方便，下次出差还会选择这家酒店。",
+             "这本书写得很好，作者用平实的语言讲述了一个家庭的故事，读完让人思考很多，值得推荐给朋友。",
+             "电脑散热一般，键盘手感不错，屏幕显示清晰，电池续航时间比较短，总体来说性价比还可以。"]
+    for text in texts:
+        tagged = list(jieba.posseg.cut(text))
+        ours = dict(app.keyword_textrank([t.word for t in tagged], [extractor.pairfilter(t) for t in tagged]))
+        theirs = dict(extractor.textrank(text, topK=None, withWeight=True))
+        assert set(ours) == set(theirs) and len(ours) >= 4
+        lo, hi = min(ours.values()), max(ours.values())  # jieba's normalisation
+        for word, score in theirs.items():
+            assert (ours[word] - lo / 10) / (hi - lo / 10) == pytest.approx(score, abs=1e-12)
+
+
 def test_textrank_matches_snownlp():
     # every character in fewer than half the sentences: the classic idf is positive, and snownlp's
     # iteration (which does not converge with negative weights) reaches the fixed point

@@ -99,5 +99,5 @@ def test_every_chapter_installs_from_the_one_configured_repository():
         first_cells[path.name] = next(c.source for c in nb.cells if c.cell_type == "code")
     assert len(set(first_cells.values())) == 1, "the set-up cell differs between chapters"
     cell = next(iter(first_cells.values()))
-    assert f'"git+{url}"' in cell, f"the set-up cell does not install from {url}"
+    assert f'"llmcourse[chapters] @ git+{url}"' in cell, f"the set-up cell does not install from {url} with the chapters extra"
     assert '"google.colab" in sys.modules' in cell and "fonts-wqy-microhei" in cell

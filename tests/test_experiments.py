@@ -190,3 +190,19 @@ def test_the_shipped_carry_results_belong_to_todays_setup():
     conv = r["convergence"]  # converged: a small loss that has stopped falling (from about 2.3 nats at the start)
     assert all(last < 0.05 and last > 0.5 * before for last, before in zip(conv["loss_last_100"], conv["loss_previous_100"]))
     assert shipped["setup"]["test_by_class"] == [len(C.tasks()[0].test_questions_with(k)) for k in C.CLASSES]
+
+
+def test_the_shipped_sentiment_predictions_belong_to_todays_setup_and_give_chapter_7s_accuracies():
+    """ch11-sentiment keeps every test prediction of chapter 7's all-label fine-tunes; its accuracies are
+    chapter 7's stored ones (the same recipe, run again: within a few test reviews of 1,800)."""
+    shipped = experiments.load("ch11-sentiment")
+    assert shipped["setup"]["ch7_setup"] == experiments.load("ch7-finetune")["setup"]
+    results, ch7 = shipped["results"], experiments.load("ch7-finetune")["results"]["all"]
+    assert tuple(results) == experiments.CH11_MODELS
+    n_test = len(experiments._data()[2]["test"])
+    for name, preds in results.items():
+        assert len(preds) == len(experiments.SEEDS)
+        assert all(len(p) == n_test and set(p) <= {"0", "1"} for p in preds)
+        accs = [experiments.accuracy([int(c) for c in p], [r.label for r in experiments._data()[2]["test"]])
+                for p in preds]
+        assert all(abs(a - b) <= 3 / n_test for a, b in zip(accs, ch7[name])), (name, accs, ch7[name])

@@ -50,14 +50,15 @@ class DenseRetriever:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = [None] * len(ids)
         was_training = self.encoder.training
+        device = next(self.encoder.parameters()).device  # the ids follow the encoder (a GPU, say)
         self.encoder.eval()
         for start in range(0, len(ids), self.batch_size):
             chosen = order[start:start + self.batch_size]
-            x, keep = pad_with_mask([ids[i] for i in chosen], self.pad_id)  # (b, T) twice
+            x, keep = (t.to(device) for t in pad_with_mask([ids[i] for i in chosen], self.pad_id))  # (b, T) twice
             h = self.encoder(x, keep)  # (b, T, C)
             mean = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)  # (b, C): padding left out
             for j, i in enumerate(chosen):
-                out[i] = torch.nn.functional.normalize(mean[j].float(), dim=0)
+                out[i] = torch.nn.functional.normalize(mean[j].float(), dim=0).cpu()
         self.encoder.train(was_training)
         return torch.stack(out)
 
