@@ -6,9 +6,12 @@
   :func:`ranks_of`, :func:`recall_at_k`, :func:`mean_reciprocal_rank` and their random baselines, and
   :func:`noisy_fragment` to build honest known-item queries from held-out texts.
 * Extractive summarisation (抽取式摘要): :func:`split_sentences` and :func:`textrank` (Mihalcea & Tarau,
-  2004; BM25 similarities between sentences, as ``snownlp`` does), solved exactly.
-* Classification: :func:`confusion_matrix`, :func:`precision_recall_f1`, and :func:`explain`, the n-grams
-  that pushed a bag-of-words decision (:class:`llmcourse.models.bow.BowLogisticRegression`) one way or the other.
+  2004; BM25 similarities between sentences, as ``snownlp`` does), and keywords (关键词) with
+  :func:`keyword_textrank` (the word graph of ``jieba.analyse.textrank``); both rank by :func:`pagerank`,
+  solved exactly.
+* Classification: :func:`explain`, the n-grams that pushed a bag-of-words decision
+  (:class:`llmcourse.models.bow.BowLogisticRegression`) one way or the other (the confusion matrix and
+  precision/recall/F1 are in :mod:`llmcourse.evaluate`).
 * Generation: :func:`complete` (conditional generation: continue given prefixes), :func:`cut_at_eos`,
   :func:`ngram_overlap` (how much of a sample is copied from the training texts) and
   :func:`best_of_n_indices`.
@@ -380,6 +383,6 @@ def best_of_n_indices(rewards: torch.Tensor, n: int) -> torch.Tensor:
 
 __all__ = [
     "BM25", "TfidfRetriever", "best_of_n_indices", "char_ngrams", "complete", "cut_at_eos",
-    "explain", "mean_reciprocal_rank", "ngram_overlap", "noisy_fragment", "random_mrr",
-    "random_recall_at_k", "ranks_of", "recall_at_k", "split_sentences", "textrank",
+    "explain", "keyword_textrank", "mean_reciprocal_rank", "ngram_overlap", "noisy_fragment", "pagerank",
+    "random_mrr", "random_recall_at_k", "ranks_of", "recall_at_k", "split_sentences", "textrank",
 ]
