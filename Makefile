@@ -43,13 +43,13 @@ book: setup assets
 # torch CPU kernels than the recording's and compares their numbers within notebooks/tolerances.json
 # (llmcourse/book/nbval_plugin.py, loaded by the root conftest.py).
 test: setup assets
-	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval tests notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --nbval tests notebooks
 
 unit: setup assets
 	$(BIN)/python -m pytest -q tests
 
 nbval: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --nbval notebooks
 
 # Re-execute and store chapters the way the stored outputs are meant to be made (one thread, native
 # kernels, default preset): `make record` for all, `make record NOTEBOOKS=notebooks/06_transformer_gpt.ipynb`.

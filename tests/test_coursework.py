@@ -79,13 +79,16 @@ def test_every_chapter_has_a_student_version(path):
 
 
 def test_student_notebook_executes_and_grades(tmp_path):
-    """The smallest chapter end to end: the student version runs top to bottom, every check fails as
-    'not implemented', and the instructor's copy passes every check."""
-    chapter = ROOT / "notebooks" / "04_backprop.ipynb"
+    """The quickest chapter end to end: the student version runs top to bottom, every check fails as
+    unsolved ('not implemented', or a property check whose unsolved value is wrong), and the
+    instructor's copy passes every check."""
+    chapter = ROOT / "notebooks" / "03_math.ipynb"
     coursework.write_student_versions([chapter], tmp_path, execute=True)  # raises if a cell fails
     student_results, _ = autograde.grade(tmp_path / chapter.name, chapter, cwd=chapter.parent)
     assert student_results and not any(o.passed for o in student_results)
-    assert all("not implemented" in o.message for o in student_results), student_results
+    unsolved = [o for o in student_results if "not implemented" in o.message]
+    assert len(unsolved) >= len(student_results) - 2, student_results
+    assert all(o in unsolved or "got False, expected True" in o.message for o in student_results), student_results
     solved, _ = autograde.grade(chapter, autograde.instructor_notebook(chapter))
     assert len(solved) == len(student_results) and all(o.passed for o in solved), solved
 

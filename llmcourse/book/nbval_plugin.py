@@ -148,6 +148,35 @@ def pytest_configure(config):
         config._llmcourse_scratch = scratch
 
 
+@lru_cache(maxsize=1)
+def measured_seconds(path: str = str(TOLERANCES_FILE)) -> dict[str, float]:
+    """Each notebook's longest measured run in seconds (``notebooks/tolerances.json``), by file name."""
+    state = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    return {name: max((s for s in (entry.get("seconds") or {}).values() if s), default=0.0)
+            for name, entry in state.get("notebooks", {}).items()}
+
+
+def longest_notebooks_first(items) -> list:
+    """The collected items with the chapters first, longest measured first; every file's items stay
+    together and in order, and the other files keep their order after them.
+
+    Under ``--dist loadfile --no-loadscope-reorder`` xdist hands files to its workers in this order.
+    With the chapters (minutes each) handed out last, one worker ran the last chapter alone while the
+    other sat idle; longest first, the short unit-test files fill the gaps at the end."""
+    seconds = measured_seconds()
+
+    def key(pair):
+        index, item = pair
+        path = pathlib.Path(str(item.fspath))
+        return (-seconds.get(path.name, 0.0) if path.suffix == ".ipynb" else 0.0, index)
+
+    return [item for _, item in sorted(enumerate(items), key=key)]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items[:] = longest_notebooks_first(items)
+
+
 def pytest_report_header(config):
     line = getattr(config, "_llmcourse_path", None)
     return [line] if line else []
