@@ -139,10 +139,10 @@ def test_chapter_page_renders_offline_in_a_browser(notebook, built_book, site, t
     source = html_path.read_text(encoding="utf-8")
     url = f"{site}/notebooks/{notebook.stem}.html"
     netlog = tmp_path / "net.json"
-    dom = chromium(browser, url, tmp_path, f"--log-net-log={netlog}", "--dump-dom")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / f"{notebook.stem}.png"
-    chromium(browser, url, tmp_path, f"--screenshot={shot}")
+    # one start of Chromium for the DOM, the screenshot and the net log (two starts cost 5 s a page)
+    dom = chromium(browser, url, tmp_path, f"--log-net-log={netlog}", "--dump-dom", f"--screenshot={shot}")
     assert shot.exists() and shot.stat().st_size > 10_000, f"no screenshot of {notebook.stem}"
 
     text = visible_text(dom)
