@@ -216,6 +216,21 @@ def test_keyword_textrank_by_hand():
         app.keyword_textrank(["a", "b"], [True])
 
 
+def test_ties_go_to_the_first_whatever_the_solvers_last_digits(monkeypatch):
+    # a linear solve on another CPU may give tied nodes scores that differ in the last bits
+    assert app.first_best(torch.tensor([0.5, 1.0, 1.0 + 1e-15, 0.9], dtype=torch.float64)) == 1
+    assert app.first_best(torch.tensor([0.5, 1.0, 1.0 + 1e-6, 0.9], dtype=torch.float64)) == 2  # a real difference
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        app.first_best(torch.zeros(0))
+    words, keep = ["房间", "干净", "。", "服务", "热情"], [True, True, False, True, True]
+    exact = app.keyword_textrank(words, keep, window=2)
+    solve = app.pagerank
+    for noise in (1e-15, -1e-15):  # the second node of each tied pair a hair higher or lower
+        monkeypatch.setattr(app, "pagerank", lambda W, d, noise=noise: solve(W, d) + noise * torch.arange(len(W)))
+        assert [w for w, _ in app.keyword_textrank(words, keep, window=2)] == [w for w, _ in exact]
+    assert [w for w, _ in exact] == ["房间", "干净", "服务", "热情"]  # two tied pairs, each in the order first seen
+
+
 def test_keyword_textrank_is_jiebas_textrank_run_to_convergence(monkeypatch):
     import sys
 

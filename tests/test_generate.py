@@ -474,3 +474,33 @@ def test_non_integer_counts_are_refused():
         beam_search(model, [0], 2, beam_width=True)
     with pytest.raises(ValueError, match="seed must be an int >= 0"):
         sample(model, [0], 2, seed=-1)
+
+
+# ---- inverse-CDF draws (generate.inverse_cdf, generate.draw_inverse_cdf) ------------------------------
+from llmcourse.generate import draw_inverse_cdf, inverse_cdf  # noqa: E402
+
+
+def test_inverse_cdf_picks_the_interval_that_holds_u_and_never_a_zero_probability_token():
+    probs = torch.tensor([[0.0, 0.25, 0.0, 0.75, 0.0]] * 6)  # zero-probability tokens at both ends and between
+    u = torch.tensor([0.0, 0.2499, 0.25, 0.6, 1 - 2**-53, 0.9999999], dtype=torch.float64)
+    assert inverse_cdf(probs, u).tolist() == [1, 1, 3, 3, 3, 3]
+    unnormalised = torch.tensor([[2.0, 0.0, 6.0]])  # u is a share of the row's total
+    assert inverse_cdf(unnormalised, torch.tensor([0.24], dtype=torch.float64)).tolist() == [0]
+    assert inverse_cdf(unnormalised, torch.tensor([0.26], dtype=torch.float64)).tolist() == [2]
+    with pytest.raises(ValueError, match=r"probs must be \(B, V\) and u \(B,\)"):
+        inverse_cdf(probs, torch.zeros(3))
+
+
+def test_draw_inverse_cdf_has_the_distribution_of_multinomial():
+    p = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05, 0.0])
+    n = 200_000
+    probs = p.expand(n, -1)
+    ours = torch.bincount(draw_inverse_cdf(probs, torch.Generator().manual_seed(0)), minlength=6) / n
+    torch_ = torch.bincount(torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(0)).squeeze(1),
+                            minlength=6) / n
+    se = (p * (1 - p) / n).sqrt()
+    assert (ours - p).abs().le(5 * se + 1e-12).all(), ours  # within 5 binomial standard errors
+    assert (ours - torch_).abs().le(5 * math.sqrt(2) * se + 1e-12).all()
+    assert ours[1] == 0 and ours[5] == 0  # zero-probability tokens are never drawn
+    again = draw_inverse_cdf(probs[:100], torch.Generator().manual_seed(0))
+    assert torch.equal(again, draw_inverse_cdf(probs[:100], torch.Generator().manual_seed(0)))  # seeded

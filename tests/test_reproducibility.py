@@ -7,6 +7,7 @@ perplexity of chapter 9 multiplied by 1.25 (against that cell's declared toleran
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -47,6 +48,20 @@ def test_every_chapter_is_measured_and_every_tolerance_names_a_compared_cell():
         assert not entry["text_changed"], (
             f"{path.name}: compared cells whose text changes on another path: {entry['text_changed']}; "
             "print sampled text in a cell of its own marked NBVAL_IGNORE_OUTPUT")
+
+
+def test_only_wall_clock_results_are_glued_from_cells_that_nbval_does_not_compare():
+    glued = re.compile(r'glue\(f?"([^"{]+)')  # the literal part of the name (f-strings: up to the first {)
+    for path in CHAPTERS:
+        allowed = reproducibility.UNCOMPARED_GLUE.get(path.name, set())
+        for cell in code_cells(path):
+            if reproducibility.IGNORED.search(cell.source):
+                names = set(glued.findall(cell.source))
+                assert names <= allowed, (f"{path.name} cell {cell.id} glues {sorted(names - allowed)} but nbval does "
+                                          "not compare it: glue them from a compared cell")
+        page = path.read_text(encoding="utf-8")
+        for name in allowed:
+            assert "machine that built this page" in page and name in page, (path.name, name)
 
 
 def test_chapters_that_multiply_numpy_matrices_were_measured_with_other_openblas_kernels():

@@ -264,6 +264,23 @@ def test_sample_responses_matches_generate_sample_and_is_seeded():
     assert int((seqs[:, 2:] == EOS).sum()) > 0  # the test exercised the eos path
 
 
+def test_sample_responses_draws_by_inverse_cdf_from_the_same_distribution():
+    model = tiny_gpt(2, std=0.5)
+    n = 20_000
+    first = {}
+    for draw in ("multinomial", "inverse_cdf"):
+        seqs, _ = rlhf.sample_responses(model, [EOS, 5], n, 1, EOS, torch.Generator().manual_seed(4), draw=draw)
+        first[draw] = torch.bincount(seqs[:, 2], minlength=12).double() / n
+    with torch.no_grad():
+        p = model(torch.tensor([[EOS, 5]]))[0][0, -1].double().softmax(-1)  # (V,)
+    se = (p * (1 - p) / n).sqrt()
+    for draw, freq in first.items():
+        assert (freq - p).abs().le(5 * se + 1e-9).all(), draw
+    seqs, mask = rlhf.sample_responses(model, [EOS, 5], 16, 7, EOS, torch.Generator().manual_seed(3), draw="inverse_cdf")
+    again, _ = rlhf.sample_responses(model, [EOS, 5], 16, 7, EOS, torch.Generator().manual_seed(3), draw="inverse_cdf")
+    assert torch.equal(seqs, again)
+
+
 def test_sample_responses_bad_input():
     model = tiny_gpt(0)
     g = torch.Generator().manual_seed(0)
@@ -277,6 +294,8 @@ def test_sample_responses_bad_input():
         rlhf.sample_responses(torch.nn.Linear(2, 2), [EOS], 2, 3, EOS, g)
     with pytest.raises(ValueError, match="prompt"):
         rlhf.sample_responses(model, [], 2, 3, EOS, g)
+    with pytest.raises(ValueError, match=r"draw must be one of \['inverse_cdf', 'multinomial'\], got 'gumbel'"):
+        rlhf.sample_responses(model, [EOS], 2, 3, EOS, g, draw="gumbel")
 
 
 def test_response_logprobs_and_sequence_kl():

@@ -8,7 +8,7 @@
 * Extractive summarisation (抽取式摘要): :func:`split_sentences` and :func:`textrank` (Mihalcea & Tarau,
   2004; BM25 similarities between sentences, as ``snownlp`` does), and keywords (关键词) with
   :func:`keyword_textrank` (the word graph of ``jieba.analyse.textrank``); both rank by :func:`pagerank`,
-  solved exactly.
+  solved exactly, and break ties the same way on every machine (:func:`first_best`, :data:`TIE_DECIMALS`).
 * Classification: :func:`explain`, the n-grams that pushed a bag-of-words decision
   (:class:`llmcourse.models.bow.BowLogisticRegression`) one way or the other (the confusion matrix and
   precision/recall/F1 are in :mod:`llmcourse.evaluate`).
@@ -259,6 +259,19 @@ def textrank(sentences: Sequence[str], damping: float = 0.85, retriever: _Invert
     return pagerank(W, damping)
 
 
+# Scores equal to this many decimals are ties. Symmetric nodes of a graph get the same PageRank, but a
+# linear solve's last digits differ from one CPU's LAPACK to another's: rounding first makes the first
+# node win a tie on every machine (a quarter of the reviews' keyword graphs tie at the top-5 cut).
+TIE_DECIMALS = 10
+
+
+def first_best(scores: torch.Tensor) -> int:
+    """Index of the highest of ``scores`` (N,); of scores equal to :data:`TIE_DECIMALS` decimals, the first."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or scores.numel() == 0:
+        raise ValueError(f"scores must be a non-empty 1-D tensor, got {getattr(scores, 'shape', type(scores))}")
+    return int(torch.round(scores.double(), decimals=TIE_DECIMALS).argmax())  # argmax: the first maximum
+
+
 def pagerank(weights: torch.Tensor, damping: float = 0.85) -> torch.Tensor:
     """Weighted PageRank (N,), float64, solved exactly: v = (1 - d) 1 + d M^T v with M the rows of
     ``weights`` (N, N; row j = what node j gives to each node) divided by their sums. A node with no
@@ -279,7 +292,8 @@ def pagerank(weights: torch.Tensor, damping: float = 0.85) -> torch.Tensor:
 
 def keyword_textrank(words: Sequence[str], keep: Sequence[bool], window: int = 5,
                      damping: float = 0.85) -> list[tuple[str, float]]:
-    """TextRank keywords (Mihalcea & Tarau, 2004): the words of the graph ranked, best first (ties: first seen).
+    """TextRank keywords (Mihalcea & Tarau, 2004): the words of the graph ranked, best first (ties to
+    :data:`TIE_DECIMALS` decimals: first seen, as in jieba's stable sort).
 
     The graph is the one ``jieba.analyse.textrank`` builds: a kept word and each kept word among the
     next ``window - 1`` tokens add 1 to their edge in both directions (a word paired with itself adds
@@ -301,7 +315,8 @@ def keyword_textrank(words: Sequence[str], keep: Sequence[bool], window: int = 5
         W[nodes[a], nodes[b]] += 1
         W[nodes[b], nodes[a]] += 1
     v = pagerank(W, damping).tolist()
-    return sorted(((w, v[n]) for w, n in nodes.items()), key=lambda item: -item[1])
+    # sorted() is stable: words whose scores agree to TIE_DECIMALS decimals stay in the order first seen
+    return sorted(((w, v[n]) for w, n in nodes.items()), key=lambda item: -round(item[1], TIE_DECIMALS))
 
 
 # ---- explaining a classifier ---------------------------------------------------------------------
@@ -382,7 +397,7 @@ def best_of_n_indices(rewards: torch.Tensor, n: int) -> torch.Tensor:
 
 
 __all__ = [
-    "BM25", "TfidfRetriever", "best_of_n_indices", "char_ngrams", "complete", "cut_at_eos",
-    "explain", "keyword_textrank", "mean_reciprocal_rank", "ngram_overlap", "noisy_fragment", "pagerank",
+    "BM25", "TIE_DECIMALS", "TfidfRetriever", "best_of_n_indices", "char_ngrams", "complete", "cut_at_eos",
+    "explain", "first_best", "keyword_textrank", "mean_reciprocal_rank", "ngram_overlap", "noisy_fragment", "pagerank",
     "random_mrr", "random_recall_at_k", "ranks_of", "recall_at_k", "split_sentences", "textrank",
 ]
