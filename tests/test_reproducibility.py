@@ -200,3 +200,27 @@ def test_every_measured_slack_matches_its_stored_output():
             for key, outputs in entry["tolerance"]["slack"].items():
                 counts = [len(NUMBER.findall(v)) if isinstance(v, str) else 0 for v in flat[key]]
                 assert [len(o) for o in outputs] == counts, f"{path.name} cell {entry['index']}: stale slack"
+
+
+def test_the_report_lists_each_path_as_each_chapter_ran_it():
+    """A path's name ("2 threads") means other kernels on another CPU: one row per way it ran."""
+    intel = {"torch": "2.13.0+cpu", "cpu_capability": "AVX512", "mkl_cbwr": "native", "threads": 2,
+             "machine": "x86_64"}
+    amd = dict(intel, cpu_capability="AVX2", cpu="AMD EPYC")
+    notebooks = {"01_a.ipynb": {"measured_on": {"2 threads": intel}},
+                 "02_b.ipynb": {"measured_on": {"2 threads": intel}},
+                 "03_c.ipynb": {"measured_on": {"2 threads": amd}}}
+    rows = reproducibility._path_rows(notebooks)
+    assert rows == ["| 2 threads | not recorded | AVX512 | native | native | 2 | 2.13.0+cpu | 1–2 |",
+                    "| 2 threads | AMD EPYC | AVX2 | native | native | 2 | 2.13.0+cpu | 3 |"]
+    assert reproducibility._chapter_list(["01_a", "02_b", "03_c", "05_d", "07_e", "08_f"]) == "1–3, 5, 7–8"
+    page = reproducibility.REPORT_PAGE.read_text(encoding="utf-8")
+    for notebook, entry in SPEC["notebooks"].items():
+        for name, info in entry["measured_on"].items():
+            assert f"| {name} | {info.get('cpu', 'not recorded')} | {info['cpu_capability']} |" in page, (notebook, name)
+
+
+def test_the_cpu_model_is_recorded_with_each_run():
+    model = record.cpu_model()
+    assert isinstance(model, str) and model.strip(), model
+    assert record.numerical_path(record.kernel_env(1, None, None))["cpu"] == model

@@ -69,8 +69,19 @@ def numerical_path(env: dict) -> dict:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     version, capability = out.stdout.split()
     return {"torch": version, "cpu_capability": capability, "mkl_cbwr": env.get("MKL_CBWR", "native"),
-            "openblas_coretype": env.get("OPENBLAS_CORETYPE", "native"), "threads": int(env["OMP_NUM_THREADS"]), "machine": platform.machine(),
-            "python": platform.python_version()}
+            "openblas_coretype": env.get("OPENBLAS_CORETYPE", "native"), "threads": int(env["OMP_NUM_THREADS"]),
+            "machine": platform.machine(), "cpu": cpu_model(), "python": platform.python_version()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``'s "Model name"), or the architecture where the OS does not say."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def execute(path: pathlib.Path, target: pathlib.Path, env: dict, path_info: dict, timeout: int) -> float:

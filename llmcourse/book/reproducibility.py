@@ -49,7 +49,7 @@ PATHS = {
     "scalar": {"threads": 1, "cpu_capability": "default", "mkl_cbwr": None, "openblas_coretype": None},
     "2 threads": {"threads": 2, "cpu_capability": None, "mkl_cbwr": None, "openblas_coretype": None},
 }
-PATH_KEYS = ("torch", "cpu_capability", "mkl_cbwr", "openblas_coretype", "threads", "machine")
+PATH_KEYS = ("torch", "cpu_capability", "mkl_cbwr", "openblas_coretype", "threads", "machine", "cpu")
 # What nbval does not compare (nbval.plugin's skip list, images included).
 NOT_COMPARED = ("metadata", "traceback", "prompt_number", "output_type", "name", "execution_count",
                 "application/vnd.jupyter.widget-view+json", "image/png", "image/jpeg")
@@ -212,7 +212,7 @@ def measure(runs: dict[str, pathlib.Path], notebooks=None, path: pathlib.Path = 
     spec.setdefault("notebooks", {})
     for name, folder in runs.items():
         info = json.loads((pathlib.Path(folder) / "path.json").read_text())
-        spec["paths"][name] = {k: info.get(k, "native") for k in PATH_KEYS}
+        spec["paths"][name] = {k: info.get(k, "not recorded" if k == "cpu" else "native") for k in PATH_KEYS}
     for nb in notebooks:
         # Each notebook keeps the paths it was measured on: a later run of other chapters on changed
         # paths must not make an older measurement look as if it had been made there.
@@ -295,9 +295,13 @@ def _how_far(entry: dict) -> str:
 
 def report_text(spec: dict) -> str:
     """The execution and reproducibility report (Markdown), from ``notebooks/tolerances.json``."""
-    paths, notebooks = spec["paths"], spec["notebooks"]
+    notebooks = spec["notebooks"]
+    # Each chapter names the paths it was measured on; a path's name can mean other kernels on another CPU.
+    paths = list(dict.fromkeys(n for e in notebooks.values() for n in e.get("measured_on", {})))
     recordings = {nb: _recording(nb) for nb in notebooks}
-    first = next(iter(recordings.values()), {})
+    by_capability = {}
+    for nb, rec in recordings.items():
+        by_capability.setdefault(rec.get("cpu_capability", "?"), []).append(nb)
     lines = [
         "# Execution and reproducibility report (执行与可复现性报告)",
         "",
@@ -312,22 +316,29 @@ def report_text(spec: dict) -> str:
         "## How the stored outputs were made",
         "",
         "`make record` (`python -m llmcourse.book.record --all`) executes each chapter top to bottom in a",
-        f"fresh kernel with the default `small` preset, on {first.get('threads', 1)} torch thread with the CPU's",
-        f"own kernels ({first.get('cpu_capability', '?')}, torch {first.get('torch', '?')}), and stores the",
-        "outputs; each notebook's metadata records this. On that machine a second run repeats them bit for bit.",
+        "fresh kernel with the default `small` preset, on one torch thread with the CPU's own kernels, and",
+        "stores the outputs; each notebook's metadata records the environment (the table of the next section).",
+        "On that machine a second run repeats them bit for bit.",
         "To see how far the numbers depend on that path, every chapter was also run on these paths, each of",
         "which changes the floating-point arithmetic the way another machine does:",
         "",
-        "| path | torch CPU kernels | MKL code path (torch) | OpenBLAS kernels (numpy) | threads | torch |",
-        "|---|---|---|---|---|---|",
+        "| path | CPU | torch CPU kernels | MKL code path (torch) | OpenBLAS kernels (numpy) | threads | torch | chapters |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, info in paths.items():
-        lines.append(f"| {name} | {info['cpu_capability']} | {info['mkl_cbwr']} | "
-                     f"{info.get('openblas_coretype', 'native')} | {info['threads']} | {info['torch']} |")
+    lines += _path_rows(notebooks)
+    avx512 = _chapter_list(by_capability.get("AVX512", []))
+    avx2 = _chapter_list(by_capability.get("AVX2", []))
     lines += [
         "",
-        "`make test` itself executes the notebooks on the `avx2` path (torch's, MKL's and OpenBLAS's AVX2 code",
-        "where the recording used AVX-512), so every test run checks the tolerances rather than assuming them.",
+        "`make test` itself executes the notebooks on the `avx2` path (torch's, MKL's and OpenBLAS's AVX2 code),",
+        "so every test run checks the tolerances rather than assuming them"
+        + (f": for chapters {avx512}, recorded with AVX-512 kernels, it is another CPU's arithmetic." if avx512 else "."),
+    ]
+    if avx2:
+        lines += [f"Chapters {avx2} were recorded on an AVX2 CPU, where the `avx2` path changes only MKL's and",
+                  "OpenBLAS's code paths; for them the `scalar` path (`ATEN_CPU_CAPABILITY=default`) stands in for",
+                  "another CPU."]
+    lines += [
         "OpenBLAS is numpy's BLAS; only chapters 1, 3 and 4 multiply numpy matrices (torch uses MKL).",
         "",
         "## The last verified run of each chapter",
@@ -337,16 +348,17 @@ def report_text(spec: dict) -> str:
         "every compared cell keeps its text and its numbers within tolerance (the tolerances are sized from these",
         "runs, so only a changed text can fail there). The device is the CPU throughout; no GPU is needed.",
         "",
-        "| chapter | preset | device | torch | CPU kernels | threads | python | re-executed on | nbval on those paths |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| chapter | preset | device | torch | CPU | CPU kernels | threads | python | re-executed on | nbval on those paths |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for notebook, entry in notebooks.items():
         rec = recordings[notebook]
         on = [n for n in paths if n in entry["seconds"] or n in entry.get("largest", {})]
         status = ("passes" if not entry["text_changed"] else
                   "text changed in cells " + ", ".join(str(_cell_index(notebook, c)) for c in entry["text_changed"]))
-        lines.append(f"| {notebook} | small | cpu | {rec.get('torch', '?')} | {rec.get('cpu_capability', '?')} | "
-                     f"{rec.get('threads', '?')} | {rec.get('python', '?')} | {', '.join(on) or '–'} | {status} |")
+        lines.append(f"| {notebook} | small | cpu | {rec.get('torch', '?')} | {rec.get('cpu', 'not recorded')} | "
+                     f"{rec.get('cpu_capability', '?')} | {rec.get('threads', '?')} | {rec.get('python', '?')} | "
+                     f"{', '.join(on) or '–'} | {status} |")
     lines += [
         "",
         "## Execution times",
@@ -357,6 +369,8 @@ def report_text(spec: dict) -> str:
         "",
     ]
     timed = [n for n in paths if any(e["seconds"].get(n) for e in notebooks.values())]
+    if "previous machine" in timed:
+        lines[-1:] = ["A `previous machine` column is that machine's own recording (one thread, alone).", ""]
     lines += ["| chapter | recording (s) | " + " | ".join(f"{n} (s)" for n in timed) + " |",
               "|---|---|" + "---|" * len(timed)]
     for notebook, entry in notebooks.items():
@@ -416,6 +430,29 @@ def report_text(spec: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _path_rows(notebooks: dict) -> list[str]:
+    """One table row per path as it was run, with the chapters measured on it."""
+    rows: dict[tuple, list[str]] = {}
+    for nb, entry in notebooks.items():
+        for name, info in entry.get("measured_on", {}).items():
+            key = (name, info.get("cpu", "not recorded"), info["cpu_capability"], info["mkl_cbwr"],
+                   info.get("openblas_coretype", "native"), info["threads"], info["torch"])
+            rows.setdefault(key, []).append(nb)
+    return ["| " + " | ".join(str(v) for v in key) + f" | {_chapter_list(nbs)} |" for key, nbs in rows.items()]
+
+
+def _chapter_list(notebooks: list[str]) -> str:
+    """``01_x, 02_y, 03_z, 05_w`` -> ``1-3, 5`` (runs of consecutive chapter numbers)."""
+    numbers = sorted(int(nb[:2]) for nb in notebooks)
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def _cell_index(notebook: str, cell_id: str) -> int:
