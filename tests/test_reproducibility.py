@@ -224,3 +224,10 @@ def test_the_cpu_model_is_recorded_with_each_run():
     model = record.cpu_model()
     assert isinstance(model, str) and model.strip(), model
     assert record.numerical_path(record.kernel_env(1, None, None))["cpu"] == model
+
+
+def test_the_report_says_which_chapters_make_test_moves_off_their_recording():
+    one = reproducibility._test_path_text({"AVX512": ["01_a", "02_b"]})
+    assert "another path than the recording's" in " ".join(one)
+    mixed = " ".join(reproducibility._test_path_text({"AVX512": ["01_a", "02_b"], "AVX2": ["03_c"]}))
+    assert "chapters 3 with AVX2; chapters 1–2 with AVX512" in mixed and "ATEN_CPU_CAPABILITY=default" in mixed

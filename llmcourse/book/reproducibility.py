@@ -326,18 +326,7 @@ def report_text(spec: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += _path_rows(notebooks)
-    avx512 = _chapter_list(by_capability.get("AVX512", []))
-    avx2 = _chapter_list(by_capability.get("AVX2", []))
-    lines += [
-        "",
-        "`make test` itself executes the notebooks on the `avx2` path (torch's, MKL's and OpenBLAS's AVX2 code),",
-        "so every test run checks the tolerances rather than assuming them"
-        + (f": for chapters {avx512}, recorded with AVX-512 kernels, it is another CPU's arithmetic." if avx512 else "."),
-    ]
-    if avx2:
-        lines += [f"Chapters {avx2} were recorded on an AVX2 CPU, where the `avx2` path changes only MKL's and",
-                  "OpenBLAS's code paths; for them the `scalar` path (`ATEN_CPU_CAPABILITY=default`) stands in for",
-                  "another CPU."]
+    lines += _test_path_text(by_capability)
     lines += [
         "OpenBLAS is numpy's BLAS; only chapters 1, 3 and 4 multiply numpy matrices (torch uses MKL).",
         "",
@@ -430,6 +419,19 @@ def report_text(spec: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _test_path_text(by_capability: dict[str, list[str]]) -> list[str]:
+    """What ``make test`` runs the chapters on (``nbval_plugin.choose_numerical_path``), as recorded."""
+    if len(by_capability) == 1:
+        return ["", "`make test` itself executes the notebooks on another path than the recording's (on a CPU with",
+                "the recording's kernels, the next set down: AVX-512 to the `avx2` path, AVX2 to `scalar`), so every",
+                "test run checks the tolerances rather than assuming them."]
+    groups = "; ".join(f"chapters {_chapter_list(nbs)} with {cap}" for cap, nbs in sorted(by_capability.items()))
+    return ["", "The chapters were recorded with different torch kernels (" + groups + "). `make test` runs",
+            "them all on this CPU's own kernels: each chapter recorded with other kernels is checked on another",
+            "CPU's arithmetic, and the others repeat their recording. `ATEN_CPU_CAPABILITY=default make test`",
+            "(torch's scalar kernels) runs every chapter on a path other than its recording's."]
 
 
 def _path_rows(notebooks: dict) -> list[str]:
