@@ -429,7 +429,7 @@ def _test_path_text(by_capability: dict[str, list[str]]) -> list[str]:
                 "test run checks the tolerances rather than assuming them."]
     groups = "; ".join(f"chapters {_chapter_list(nbs)} with {cap}" for cap, nbs in sorted(by_capability.items()))
     return ["", "The chapters were recorded with different torch kernels (" + groups + "). `make test` runs",
-            "them all on this CPU's own kernels: each chapter recorded with other kernels is checked on another",
+            "them all on the CPU's own kernels: each chapter recorded with other kernels is checked on another",
             "CPU's arithmetic, and the others repeat their recording. `ATEN_CPU_CAPABILITY=default make test`",
             "(torch's scalar kernels) runs every chapter on a path other than its recording's."]
 
